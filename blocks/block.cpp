@@ -1,0 +1,185 @@
+#include "cairn/blocks/block.h"
+
+#include <functional>
+
+#include "cairn/blocks/safetensors.h"
+#include "cairn/core/error.h"
+
+namespace cairn {
+namespace {
+
+thread_local Intermediates* t_recorder = nullptr;
+
+void print_tree(std::ostream& out, const Block& block, int indent) {
+  out << block.describe();
+  if (block.children().empty()) return;
+  out << "(\n";
+  for (const auto& [name, child] : block.children()) {
+    out << std::string(size_t(indent + 2), ' ') << "(" << name << "): ";
+    print_tree(out, *child, indent + 2);
+    out << "\n";
+  }
+  out << std::string(size_t(indent), ' ') << ")";
+}
+
+std::string join(const std::string& prefix, const std::string& name) {
+  return prefix.empty() ? name : prefix + "." + name;
+}
+
+}  // namespace
+
+Tensor Block::operator()(const Tensor& x) {
+  Tensor y = forward(x);
+  if (t_recorder != nullptr) t_recorder->notify(*this, y);
+  return y;
+}
+
+void Block::add_child(const std::string& name, std::shared_ptr<Block> block) {
+  CAIRN_CHECK(block != nullptr, type_name_, ": register_block('", name, "') got a null block");
+  CAIRN_CHECK(!name.empty() && name.find('.') == std::string::npos, type_name_,
+              ": child name '", name, "' must be non-empty and contain no '.'");
+  for (const auto& [existing, child] : children_) {
+    CAIRN_CHECK(existing != name, type_name_, ": a child named '", name, "' is already registered");
+  }
+  for (const auto& [existing, parameter] : parameters_) {
+    CAIRN_CHECK(existing != name, type_name_, ": '", name, "' is already a parameter name");
+  }
+  children_.emplace_back(name, std::move(block));
+}
+
+ParameterPtr Block::register_parameter(const std::string& name, const Shape& shape,
+                                       GradReq grad_req) {
+  auto parameter = std::make_shared<Parameter>(name, shape, grad_req);
+  CAIRN_CHECK(!name.empty() && name.find('.') == std::string::npos, type_name_,
+              ": parameter name '", name, "' must be non-empty and contain no '.'");
+  for (const auto& [existing, other] : parameters_) {
+    CAIRN_CHECK(existing != name, type_name_, ": a parameter named '", name,
+                "' is already registered");
+  }
+  parameter->set_owner(type_name_);
+  parameters_.emplace_back(name, parameter);
+  return parameter;
+}
+
+ParameterPtr Block::register_constant(const std::string& name, const Tensor& value) {
+  auto parameter = Parameter::constant(name, value);
+  for (const auto& [existing, other] : parameters_) {
+    CAIRN_CHECK(existing != name, type_name_, ": a parameter named '", name,
+                "' is already registered");
+  }
+  parameter->set_owner(type_name_);
+  parameters_.emplace_back(name, parameter);
+  return parameter;
+}
+
+void Block::collect_into(ParameterDict& dict, const std::string& prefix) const {
+  for (const auto& [name, parameter] : parameters_) dict.insert(join(prefix, name), parameter);
+  for (const auto& [name, child] : children_) child->collect_into(dict, join(prefix, name));
+}
+
+ParameterDict Block::collect_params(const std::string& pattern) const {
+  ParameterDict dict;
+  collect_into(dict, "");
+  return pattern.empty() ? dict : dict.select(pattern);
+}
+
+void Block::initialize(const InitializerPtr& init, const Device& device, uint64_t seed,
+                       bool force_reinit) {
+  collect_params().initialize(init, device, seed, force_reinit);
+}
+
+void Block::zero_grad() { collect_params().zero_grad(); }
+
+void Block::save_parameters(const std::string& path) const {
+  NamedTensors tensors;
+  for (const auto& [name, parameter] : collect_params()) {
+    tensors.emplace_back(name, parameter->data());
+  }
+  save_safetensors(path, tensors, {{"format", "pt"}, {"producer", "cairn"}});
+}
+
+void Block::load_parameters(const std::string& path, const Device& device) {
+  const SafetensorsFile file = load_safetensors(path);
+  const ParameterDict params = collect_params();
+  std::string problems;
+  for (const auto& [name, parameter] : params) {
+    bool found = false;
+    for (const auto& [file_name, tensor] : file.tensors) {
+      if (file_name != name) continue;
+      found = true;
+      if (tensor.dtype() != DType::kFloat32) {
+        problems += "\n  '" + name + "': file has " + dtype_name(tensor.dtype()) + ", expected float32";
+      } else if (parameter->shape_known() ? tensor.shape() != parameter->shape()
+                                          : tensor.ndim() != int64_t(parameter->shape().size())) {
+        problems += "\n  '" + name + "': file has shape " + shape_str(tensor.shape()) +
+                    ", the network expects " + shape_str(parameter->shape());
+      }
+    }
+    if (!found) problems += "\n  '" + name + "': missing from the file";
+  }
+  for (const auto& [file_name, tensor] : file.tensors) {
+    if (!params.contains(file_name)) {
+      problems += "\n  '" + file_name + "': in the file but not in the network";
+    }
+  }
+  CAIRN_CHECK(problems.empty(), "load_parameters: ", path, " does not match the network:",
+              problems);
+  for (const auto& [file_name, tensor] : file.tensors) {
+    const ParameterPtr& parameter = params.at(file_name);
+    parameter->set_data(tensor, parameter->is_initialized() ? parameter->device() : device);
+  }
+}
+
+std::ostream& operator<<(std::ostream& out, const Block& block) {
+  print_tree(out, block, 0);
+  return out;
+}
+
+// ---- Intermediates ----
+
+Intermediates::Intermediates(const Block& root) : previous_(t_recorder) {
+  // Every block's path, depth first; a block reachable twice keeps its first path.
+  std::function<void(const Block&, const std::string&)> walk = [&](const Block& block,
+                                                                   const std::string& path) {
+    for (const auto& [known, name] : paths_) {
+      if (known == &block) return;
+    }
+    paths_.emplace_back(&block, path);
+    for (const auto& [name, child] : block.children()) walk(*child, join(path, name));
+  };
+  walk(root, "");
+  t_recorder = this;
+}
+
+Intermediates::~Intermediates() { t_recorder = previous_; }
+
+void Intermediates::notify(const Block& block, const Tensor& output) {
+  for (const auto& [known, path] : paths_) {
+    if (known == &block) {
+      calls_.emplace_back(path, output);
+      return;
+    }
+  }
+}
+
+std::vector<Tensor> Intermediates::outputs(const std::string& path) const {
+  std::vector<Tensor> found;
+  for (const auto& [call_path, output] : calls_) {
+    if (call_path == path) found.push_back(output);
+  }
+  return found;
+}
+
+Tensor Intermediates::output(const std::string& path) const {
+  const std::vector<Tensor> found = outputs(path);
+  if (found.empty()) {
+    std::string recorded;
+    for (const auto& [call_path, output] : calls_) {
+      recorded += (recorded.empty() ? "'" : ", '") + call_path + "'";
+    }
+    CAIRN_FAIL("Intermediates: no output recorded for '", path, "' (recorded: ", recorded, ")");
+  }
+  return found.back();
+}
+
+}  // namespace cairn

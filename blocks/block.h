@@ -1,0 +1,126 @@
+// Block: the unit networks are built from (Gluon's Block, LibTorch's Module).
+//
+// A user block is a class whose constructor registers its children and parameters and whose
+// forward() is ordinary C++: loops and ifs on tensor values are fine. Children are kept in
+// insertion order under their names; a block used twice shares its parameters, and backward adds
+// both uses' gradients.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <ostream>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "cairn/blocks/initializer.h"
+#include "cairn/blocks/parameter.h"
+#include "cairn/core/tensor.h"
+
+namespace cairn {
+
+class Block {
+ public:
+  explicit Block(std::string type_name) : type_name_(std::move(type_name)) {}
+  virtual ~Block() = default;
+  Block(const Block&) = delete;
+  Block& operator=(const Block&) = delete;
+
+  // Runs forward(), letting an active Intermediates recorder see the result.
+  Tensor operator()(const Tensor& x);
+  virtual Tensor forward(const Tensor& x) = 0;
+
+  // ---- Building (from a constructor) ----
+  template <typename B>
+  std::shared_ptr<B> register_block(const std::string& name, std::shared_ptr<B> block) {
+    add_child(name, block);
+    return block;
+  }
+  ParameterPtr register_parameter(const std::string& name, const Shape& shape,
+                                  GradReq grad_req = GradReq::kWrite);
+  // A constant (Gluon's get_constant): saved and loaded, never given a gradient, never updated.
+  ParameterPtr register_constant(const std::string& name, const Tensor& value);
+
+  // ---- Inspecting ----
+  const std::string& type_name() const { return type_name_; }
+  const std::vector<std::pair<std::string, std::shared_ptr<Block>>>& children() const {
+    return children_;
+  }
+  const std::vector<std::pair<std::string, ParameterPtr>>& own_parameters() const {
+    return parameters_;
+  }
+  // All parameters of this block and its descendants under hierarchical names; with a pattern,
+  // only the matching ones (see ParameterDict::select).
+  ParameterDict collect_params(const std::string& pattern = "") const;
+  // One line describing this block alone, for the printed tree: "Dense(20 -> 256, relu)".
+  virtual std::string describe() const { return type_name_; }
+
+  // ---- Using ----
+  // Initialises every parameter on `device`; parameters whose shape is not known yet finish at the
+  // first forward (deferred shape inference). Each parameter's seed is mixed from `seed` and its
+  // name.
+  void initialize(const InitializerPtr& init = init::uniform(),
+                  const Device& device = default_device(), uint64_t seed = 0,
+                  bool force_reinit = false);
+  void zero_grad();
+
+  // safetensors files named like PyTorch's state_dict ("0.weight", "hidden.bias"), written to a
+  // temporary file and renamed into place. Loading checks that the names, shapes and dtypes match
+  // exactly and says what does not; loaded parameters are initialised on `device`.
+  void save_parameters(const std::string& path) const;
+  void load_parameters(const std::string& path, const Device& device = default_device());
+
+ protected:
+  void add_child(const std::string& name, std::shared_ptr<Block> block);
+
+ private:
+  void collect_into(ParameterDict& dict, const std::string& prefix) const;
+
+  std::string type_name_;
+  std::vector<std::pair<std::string, std::shared_ptr<Block>>> children_;
+  std::vector<std::pair<std::string, ParameterPtr>> parameters_;
+};
+
+using BlockPtr = std::shared_ptr<Block>;
+
+// std::make_shared, shorter: make<Dense>(256, "relu").
+template <typename B, typename... Args>
+std::shared_ptr<B> make(Args&&... args) {
+  return std::make_shared<B>(std::forward<Args>(args)...);
+}
+
+// The printed tree, Gluon style:
+//   Sequential(
+//     (0): Dense(20 -> 256, relu)
+//     (1): Dense(256 -> 10, linear)
+//   )
+std::ostream& operator<<(std::ostream& out, const Block& block);
+
+// Records the output of every block call under the block's path in `root` ("" for the root, "0",
+// "hidden", "net.1") while alive: easy access to intermediate results.
+//   Intermediates seen(*net);
+//   net->forward(x);
+//   Tensor hidden = seen.output("0");
+class Intermediates {
+ public:
+  explicit Intermediates(const Block& root);
+  ~Intermediates();
+  Intermediates(const Intermediates&) = delete;
+  Intermediates& operator=(const Intermediates&) = delete;
+
+  // The latest output of the block at `path`; throws listing the recorded paths if none.
+  Tensor output(const std::string& path) const;
+  // Every output of that block, in call order (a shared block runs more than once).
+  std::vector<Tensor> outputs(const std::string& path) const;
+  // (path, output) for every call, in call order.
+  const std::vector<std::pair<std::string, Tensor>>& all() const { return calls_; }
+
+  void notify(const Block& block, const Tensor& output);  // called by Block::operator()
+
+ private:
+  std::vector<std::pair<const Block*, std::string>> paths_;
+  std::vector<std::pair<std::string, Tensor>> calls_;
+  Intermediates* previous_;
+};
+
+}  // namespace cairn

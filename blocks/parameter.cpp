@@ -1,0 +1,186 @@
+#include "cairn/blocks/parameter.h"
+
+#include <algorithm>
+
+#include "cairn/core/error.h"
+
+namespace cairn {
+
+Parameter::Parameter(std::string name, Shape shape, GradReq grad_req)
+    : name_(std::move(name)), shape_(std::move(shape)), grad_req_(grad_req) {
+  for (int64_t dim : shape_) {
+    CAIRN_CHECK(dim >= 0, "Parameter '", name_, "': negative dimension in ", shape_str(shape_));
+  }
+}
+
+std::shared_ptr<Parameter> Parameter::constant(std::string name, const Tensor& value) {
+  CAIRN_CHECK(value.defined(), "Parameter::constant '", name, "': value is undefined");
+  auto parameter = std::make_shared<Parameter>(std::move(name), value.shape(), GradReq::kNull);
+  parameter->constant_ = true;
+  parameter->constant_value_ = value.detach();
+  return parameter;
+}
+
+bool Parameter::shape_known() const {
+  return std::all_of(shape_.begin(), shape_.end(), [](int64_t dim) { return dim > 0; });
+}
+
+void Parameter::set_grad_req(GradReq request) {
+  if (constant_) return;
+  grad_req_ = request;
+  if (data_.defined()) data_.set_grad_req(request);
+}
+
+std::string Parameter::describe_for_errors() const {
+  std::string text = "parameter '" + name_ + "'";
+  if (!owner_.empty()) text += " of " + owner_;
+  return text;
+}
+
+void Parameter::allocate_and_fill(const InitializerPtr& init, const Device& device, uint64_t seed) {
+  if (constant_) {
+    data_ = constant_value_.to(device).clone();
+  } else {
+    CAIRN_CHECK(init != nullptr, "initialize: no initializer for ", describe_for_errors());
+    data_ = Tensor::empty(shape_, device);
+    init->fill(data_, name_, seed);
+  }
+  if (grad_req_ != GradReq::kNull) data_.attach_grad(grad_req_);
+  pending_init_ = nullptr;
+}
+
+void Parameter::initialize(const InitializerPtr& init, const Device& device, uint64_t seed,
+                           bool force_reinit) {
+  if (is_initialized() && !force_reinit) return;
+  if (force_reinit) data_ = Tensor();
+  if (!shape_known()) {
+    // Deferred: remember how, and finish in infer_shape() at the first forward.
+    pending_init_ = init != nullptr ? init : init::uniform();
+    pending_device_ = device;
+    pending_seed_ = seed;
+    return;
+  }
+  allocate_and_fill(init, device, seed);
+}
+
+void Parameter::infer_shape(const Shape& shape) {
+  CAIRN_CHECK(shape.size() == shape_.size(), "infer_shape: ", describe_for_errors(), " has shape ",
+              shape_str(shape_), ", cannot take ", shape_str(shape));
+  for (size_t i = 0; i < shape.size(); ++i) {
+    CAIRN_CHECK(shape_[i] == 0 || shape_[i] == shape[i], "shape mismatch: ", describe_for_errors(),
+                " has shape ", shape_str(shape_), " but the input needs ", shape_str(shape));
+  }
+  shape_ = shape;
+  if (pending_init_ != nullptr && !is_initialized()) {
+    allocate_and_fill(pending_init_, pending_device_, pending_seed_);
+  }
+}
+
+Tensor Parameter::data() const {
+  if (!data_.defined()) {
+    if (!shape_known() && pending_init_ == nullptr) {
+      CAIRN_FAIL(describe_for_errors(), " is not initialized: call initialize() on the block ",
+                 "before its first forward (its shape ", shape_str(shape_),
+                 " is completed by that forward)");
+    }
+    if (!shape_known()) {
+      CAIRN_FAIL(describe_for_errors(), " has a deferred shape ", shape_str(shape_),
+                 ": run a forward pass first so that its input size is known");
+    }
+    CAIRN_FAIL(describe_for_errors(), " is not initialized: call initialize() on the block first");
+  }
+  return data_;
+}
+
+Tensor Parameter::grad() const { return data().grad(); }
+
+Device Parameter::device() const { return data().device(); }
+
+void Parameter::set_data(const Tensor& value, const Device& device) {
+  CAIRN_CHECK(value.defined(), "set_data: undefined value for ", describe_for_errors());
+  CAIRN_CHECK(value.dtype() == DType::kFloat32, "set_data: ", describe_for_errors(),
+              " is float32, got ", dtype_name(value.dtype()));
+  if (!shape_known() || !data_.defined()) infer_shape(value.shape());
+  CAIRN_CHECK(value.shape() == shape_, "set_data: ", describe_for_errors(), " has shape ",
+              shape_str(shape_), ", got ", shape_str(value.shape()));
+  if (!data_.defined()) {
+    data_ = value.to(device).clone();
+    if (constant_) constant_value_ = value.to_host().clone();
+    if (grad_req_ != GradReq::kNull) data_.attach_grad(grad_req_);
+    pending_init_ = nullptr;
+  } else {
+    data_.copy_from(value);
+    if (constant_) constant_value_ = value.to_host().clone();
+  }
+}
+
+void Parameter::zero_grad() {
+  if (data_.defined()) data_.zero_grad();
+}
+
+// ---- ParameterDict ----
+
+void ParameterDict::insert(const std::string& name, const ParameterPtr& parameter) {
+  for (const auto& entry : entries_) {
+    if (entry.second == parameter) return;  // shared: listed once, under its first name
+    CAIRN_CHECK(entry.first != name, "collect_params: two parameters are named '", name, "'");
+  }
+  entries_.emplace_back(name, parameter);
+}
+
+bool ParameterDict::contains(const std::string& name) const {
+  return std::any_of(entries_.begin(), entries_.end(),
+                     [&](const Entry& entry) { return entry.first == name; });
+}
+
+const ParameterPtr& ParameterDict::at(const std::string& name) const {
+  for (const auto& entry : entries_) {
+    if (entry.first == name) return entry.second;
+  }
+  std::string known;
+  for (const auto& entry : entries_) known += (known.empty() ? "" : ", ") + entry.first;
+  CAIRN_FAIL("ParameterDict: no parameter named '", name, "' (have: ", known, ")");
+}
+
+std::vector<std::string> ParameterDict::names() const {
+  std::vector<std::string> out;
+  for (const auto& entry : entries_) out.push_back(entry.first);
+  return out;
+}
+
+ParameterDict ParameterDict::select(const std::string& pattern) const {
+  std::regex regex;
+  try {
+    regex = std::regex(pattern);
+  } catch (const std::regex_error& error) {
+    CAIRN_FAIL("collect_params: bad pattern '", pattern, "': ", error.what());
+  }
+  ParameterDict out;
+  for (const auto& entry : entries_) {
+    if (std::regex_match(entry.first, regex)) out.entries_.push_back(entry);
+  }
+  return out;
+}
+
+ParameterDict ParameterDict::trainable() const {
+  ParameterDict out;
+  for (const auto& entry : entries_) {
+    if (!entry.second->is_constant() && entry.second->grad_req() != GradReq::kNull) {
+      out.entries_.push_back(entry);
+    }
+  }
+  return out;
+}
+
+void ParameterDict::initialize(const InitializerPtr& init, const Device& device, uint64_t seed,
+                               bool force_reinit) {
+  for (const auto& [name, parameter] : entries_) {
+    parameter->initialize(init, device, mix_seed(seed, name), force_reinit);
+  }
+}
+
+void ParameterDict::zero_grad() {
+  for (const auto& entry : entries_) entry.second->zero_grad();
+}
+
+}  // namespace cairn

@@ -1,0 +1,135 @@
+#include "cairn/core/autograd.h"
+
+#include <unordered_map>
+#include <unordered_set>
+
+#include "cairn/core/error.h"
+#include "cairn/core/ops.h"
+
+namespace cairn::autograd {
+namespace {
+
+thread_local bool t_recording = false;
+
+// Nodes reachable from `root`, each after every node that consumes its output. Iterative, because
+// a graph from a long data-dependent loop can be deeper than the call stack.
+std::vector<Node*> consumers_first_order(Node* root) {
+  std::vector<Node*> post_order;
+  std::unordered_set<Node*> visited;
+  std::vector<std::pair<Node*, size_t>> stack{{root, 0}};
+  visited.insert(root);
+  while (!stack.empty()) {
+    auto& [node, next_input] = stack.back();
+    if (next_input < node->inputs.size()) {
+      Node* child = node->inputs[next_input++].impl()->grad_fn.get();
+      if (child != nullptr && visited.insert(child).second) stack.push_back({child, 0});
+    } else {
+      post_order.push_back(node);
+      stack.pop_back();
+    }
+  }
+  return {post_order.rbegin(), post_order.rend()};
+}
+
+void accumulate(std::unordered_map<const TensorImpl*, Tensor>& grads, const TensorImpl* key,
+                const Tensor& grad) {
+  auto found = grads.find(key);
+  if (found == grads.end()) {
+    grads.emplace(key, grad);
+  } else {
+    found->second = ops::add(found->second, grad);
+  }
+}
+
+}  // namespace
+
+RecordScope::RecordScope() : previous_(t_recording) { t_recording = true; }
+RecordScope::~RecordScope() { t_recording = previous_; }
+PauseScope::PauseScope() : previous_(t_recording) { t_recording = false; }
+PauseScope::~PauseScope() { t_recording = previous_; }
+
+bool is_recording() { return t_recording; }
+
+bool should_record(const std::vector<Tensor>& inputs) {
+  if (!t_recording) return false;
+  for (const Tensor& input : inputs) {
+    if (input.requires_grad()) return true;
+  }
+  return false;
+}
+
+void record(const char* op, std::vector<Tensor> inputs, Tensor& output, BackwardFn backward) {
+  if (!should_record(inputs)) return;
+  auto node = std::make_shared<Node>();
+  node->op = op;
+  node->inputs = std::move(inputs);
+  node->backward = std::move(backward);
+  node->output = output.impl().get();
+  output.impl()->grad_fn = std::move(node);
+}
+
+void backward(const Tensor& root, const Tensor& head_grad) {
+  CAIRN_CHECK(root.defined(), "backward: the tensor is undefined");
+  Tensor head = head_grad;
+  if (!head.defined()) {
+    CAIRN_CHECK(root.numel() == 1, "backward: a head gradient is needed for a tensor of shape ",
+                shape_str(root.shape()), " (only one-element tensors default to 1)");
+    head = Tensor::ones(root.shape(), root.device());
+  }
+  CAIRN_CHECK(head.shape() == root.shape(), "backward: head gradient shape ",
+              shape_str(head.shape()), " does not match ", shape_str(root.shape()));
+  CAIRN_CHECK(head.device() == root.device(), "backward: head gradient on ", head.device(),
+              ", tensor on ", root.device());
+
+  PauseScope no_recording;  // the backward ops themselves are not recorded
+  std::unordered_map<const TensorImpl*, Tensor> grads;
+  std::unordered_map<const TensorImpl*, Tensor> leaf_grads;
+  std::vector<TensorImpl*> leaves;
+
+  Node* root_node = root.impl()->grad_fn.get();
+  if (root_node == nullptr) {
+    CAIRN_CHECK(root.impl()->grad_req != GradReq::kNull,
+                "backward: the tensor was not computed inside autograd::RecordScope from anything "
+                "that needs a gradient");
+    leaf_grads.emplace(root.impl().get(), head);
+    leaves.push_back(root.impl().get());
+  } else {
+    grads.emplace(root.impl().get(), head);
+    for (Node* node : consumers_first_order(root_node)) {
+      auto found = grads.find(node->output);
+      if (found == grads.end()) continue;  // nothing flowed into this node
+      const Tensor grad_output = found->second;
+      grads.erase(found);  // free intermediate gradients as soon as they are used
+      std::vector<Tensor> input_grads = node->backward(grad_output);
+      CAIRN_CHECK(input_grads.size() == node->inputs.size(), "backward of ", node->op, ": returned ",
+                  input_grads.size(), " gradients for ", node->inputs.size(), " inputs");
+      for (size_t i = 0; i < node->inputs.size(); ++i) {
+        const Tensor& input = node->inputs[i];
+        if (!input.requires_grad() || !input_grads[i].defined()) continue;
+        CAIRN_CHECK(input_grads[i].shape() == input.shape(), "backward of ", node->op,
+                    ": gradient ", shape_str(input_grads[i].shape()), " for input ", i, " of shape ",
+                    shape_str(input.shape()));
+        TensorImpl* impl = input.impl().get();
+        if (impl->grad_fn != nullptr) {
+          accumulate(grads, impl, input_grads[i]);
+        } else {
+          if (leaf_grads.find(impl) == leaf_grads.end()) leaves.push_back(impl);
+          accumulate(leaf_grads, impl, input_grads[i]);
+        }
+      }
+    }
+  }
+
+  for (TensorImpl* leaf : leaves) {
+    const Tensor& sum = leaf_grads.at(leaf);
+    if (leaf->grad == nullptr) continue;  // kNull leaves never get here; defensive
+    Tensor grad(leaf->grad);
+    if (leaf->grad_req == GradReq::kAdd) {
+      grad.copy_from(ops::add(grad, sum));
+    } else {
+      grad.copy_from(sum);
+    }
+  }
+}
+
+}  // namespace cairn::autograd

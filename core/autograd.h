@@ -1,0 +1,65 @@
+// Define-by-run autograd.
+//
+// Inside an autograd::RecordScope (Gluon's `with autograd.record():`), every op whose inputs need a
+// gradient records a Node on its result: the op's name, its inputs, and a function from the
+// result's gradient to the inputs' gradients. backward() sorts the recorded nodes reachable from
+// the loss (reverse recording order is a valid order) and runs those functions, which are ordinary
+// ops on the tensors' device. Gradients reaching a leaf from several uses add up, so a parameter
+// shared by two layers receives the sum; the leaf's GradReq then overwrites or adds into its grad.
+#pragma once
+
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cairn/core/tensor.h"
+
+namespace cairn::autograd {
+
+// From the gradient of an op's result to the gradients of its inputs, in input order. An entry may
+// be left undefined where that input needs no gradient.
+using BackwardFn = std::function<std::vector<Tensor>(const Tensor& grad_output)>;
+
+struct Node {
+  std::string op;
+  std::vector<Tensor> inputs;
+  BackwardFn backward;
+  const TensorImpl* output = nullptr;  // identity only; the output owns this node
+};
+
+// Records ops while alive; nests; restores the previous state on exit.
+class RecordScope {
+ public:
+  RecordScope();
+  ~RecordScope();
+  RecordScope(const RecordScope&) = delete;
+  RecordScope& operator=(const RecordScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
+// Stops recording while alive (inside a RecordScope), e.g. for metrics computed mid-step.
+class PauseScope {
+ public:
+  PauseScope();
+  ~PauseScope();
+  PauseScope(const PauseScope&) = delete;
+  PauseScope& operator=(const PauseScope&) = delete;
+
+ private:
+  bool previous_;
+};
+
+bool is_recording();
+
+// True when recording and at least one input needs a gradient: only then does an op record.
+bool should_record(const std::vector<Tensor>& inputs);
+
+// Called by an op after computing `output`: attaches a node when should_record(inputs).
+void record(const char* op, std::vector<Tensor> inputs, Tensor& output, BackwardFn backward);
+
+// Runs backward from `root`. Without a head gradient, root must have exactly one element.
+void backward(const Tensor& root, const Tensor& head_grad);
+
+}  // namespace cairn::autograd

@@ -1,0 +1,58 @@
+// Per-device execution context: the stream cairn launches on and the cuBLAS handle.
+//
+// By default each device has one stream of cairn's own, created on first use. A CUDA application
+// that embeds cairn runs it on its own stream instead with a StreamGuard; everything cairn launches
+// inside the guard's scope (kernels, cuBLAS calls, copies, allocations) goes to that stream.
+#pragma once
+
+#include "cairn/core/device.h"
+#include "cairn/kernels/common.h"
+
+namespace cairn::cuda {
+
+using Stream = kernels::StreamHandle;  // == cudaStream_t
+
+// The stream ops on `device` launch on now: the innermost StreamGuard's, else cairn's own.
+Stream current_stream(const Device& device);
+
+// A cuBLAS handle for `device`, bound to current_stream(device).
+kernels::BlasHandle blas_handle(const Device& device);
+
+// Makes `device` the current CUDA device for the calling thread while in scope.
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(const Device& device);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  int previous_ = -1;
+};
+
+// Routes cairn's work on `device` to the caller's `stream` while in scope (this thread only).
+class StreamGuard {
+ public:
+  StreamGuard(const Device& device, Stream stream);
+  ~StreamGuard();
+  StreamGuard(const StreamGuard&) = delete;
+  StreamGuard& operator=(const StreamGuard&) = delete;
+
+ private:
+  int device_index_;
+  Stream previous_;
+  bool had_previous_;
+};
+
+// Waits for everything cairn queued on the device's current stream.
+void synchronize(const Device& device);
+
+}  // namespace cairn::cuda
+
+namespace cairn::cuda {
+// Called before anything that waits for the device from the host (item(), to_host(), ...). While
+// the current stream is being captured into a CUDA graph such a wait cannot work, so this throws a
+// cairn::Error naming `what`: hybridize() uses that to find the op that keeps a block eager.
+void check_host_sync_allowed(const Device& device, const char* what);
+bool is_capturing(const Device& device);
+}  // namespace cairn::cuda

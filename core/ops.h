@@ -1,0 +1,102 @@
+// The op API: what blocks and users call on tensors.
+//
+// Each op checks its arguments (throwing cairn::Error with the op's name, the shapes and devices
+// involved), picks the kernel for the tensors' device (CUDA tensors run on CUDA or throw; nothing
+// falls back to the CPU silently), launches it on that device's current stream, and records its
+// backward when autograd is recording. Results are new tensors; inputs are never modified.
+#pragma once
+
+#include <cstdint>
+
+#include "cairn/core/tensor.h"
+#include "cairn/kernels/gemm.h"
+
+namespace cairn::ops {
+
+using kernels::Transpose;
+
+// ---- Unary, elementwise ----
+Tensor relu(const Tensor& x);
+Tensor neg(const Tensor& x);
+Tensor exp(const Tensor& x);
+Tensor log(const Tensor& x);
+Tensor sqrt(const Tensor& x);
+Tensor abs(const Tensor& x);
+Tensor square(const Tensor& x);
+Tensor sigmoid(const Tensor& x);
+Tensor tanh(const Tensor& x);
+Tensor add_scalar(const Tensor& x, float s);
+Tensor mul_scalar(const Tensor& x, float s);
+Tensor div_scalar(const Tensor& x, float s);
+Tensor rsub_scalar(float s, const Tensor& x);  // s - x
+// dx = dy where x > 0 (the backward of relu, itself an op)
+Tensor relu_backward(const Tensor& x, const Tensor& dy);
+
+// ---- Binary, elementwise with broadcast ----
+// b is laid over a when b has a's shape, one element, a's last dimension (a bias over a batch), or
+// shape (rows, 1) for a of shape (rows, cols). add and mul also accept the broadcast on a's side.
+Tensor add(const Tensor& a, const Tensor& b);
+Tensor sub(const Tensor& a, const Tensor& b);
+Tensor mul(const Tensor& a, const Tensor& b);
+Tensor div(const Tensor& a, const Tensor& b);
+// x: (N, C), bias: (C) -> (N, C)
+Tensor bias_add(const Tensor& x, const Tensor& bias);
+
+// ---- Reductions ----
+Tensor sum(const Tensor& x);          // -> shape ()
+Tensor mean(const Tensor& x);         // -> shape (); NaN for an empty tensor
+Tensor max(const Tensor& x);          // -> shape (); not differentiable
+Tensor sum_squares(const Tensor& x);  // -> shape ()
+Tensor norm(const Tensor& x);         // L2 norm over all elements -> shape ()
+// Along the last axis of x viewed as (rows, cols): -> (rows)
+Tensor sum_rows(const Tensor& x);
+Tensor mean_rows(const Tensor& x);
+Tensor max_rows(const Tensor& x);     // not differentiable
+Tensor sum_squares_rows(const Tensor& x);
+// Down the columns of x: (N, C) -> (C); the bias gradient. Deterministic.
+Tensor sum_columns(const Tensor& x);
+// x: (rows, cols) -> int32 (rows), index of each row's first maximum
+Tensor argmax_rows(const Tensor& x);
+
+// ---- Softmax and loss ----
+Tensor softmax(const Tensor& x);  // along the last axis
+// logits: (N, C), labels: int32 (N) in [0, C) -> per-sample loss (N)
+Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels);
+
+// ---- Matrix product ----
+// op(a) op(b) with op = transpose where asked; a and b are 2-d.
+Tensor matmul(const Tensor& a, const Tensor& b, Transpose transpose_a = Transpose::kNo,
+              Transpose transpose_b = Transpose::kNo);
+// x (N, in) * weight (out, in)^T + bias (out) -> (N, out): a Dense layer's affine map.
+Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+
+// ---- Shape ----
+Tensor reshape(const Tensor& x, const Shape& shape);  // shares the data; -1 is inferred
+
+}  // namespace cairn::ops
+
+namespace cairn {
+
+// Arithmetic operators: the ops above, recorded like them. `x /= 2` rebinds x to a new tensor.
+inline Tensor operator+(const Tensor& a, const Tensor& b) { return ops::add(a, b); }
+inline Tensor operator-(const Tensor& a, const Tensor& b) { return ops::sub(a, b); }
+inline Tensor operator*(const Tensor& a, const Tensor& b) { return ops::mul(a, b); }
+inline Tensor operator/(const Tensor& a, const Tensor& b) { return ops::div(a, b); }
+inline Tensor operator-(const Tensor& x) { return ops::neg(x); }
+inline Tensor operator+(const Tensor& x, float s) { return ops::add_scalar(x, s); }
+inline Tensor operator+(float s, const Tensor& x) { return ops::add_scalar(x, s); }
+inline Tensor operator-(const Tensor& x, float s) { return ops::add_scalar(x, -s); }
+inline Tensor operator-(float s, const Tensor& x) { return ops::rsub_scalar(s, x); }
+inline Tensor operator*(const Tensor& x, float s) { return ops::mul_scalar(x, s); }
+inline Tensor operator*(float s, const Tensor& x) { return ops::mul_scalar(x, s); }
+inline Tensor operator/(const Tensor& x, float s) { return ops::div_scalar(x, s); }
+inline Tensor& operator+=(Tensor& a, const Tensor& b) { return a = ops::add(a, b); }
+inline Tensor& operator-=(Tensor& a, const Tensor& b) { return a = ops::sub(a, b); }
+inline Tensor& operator*=(Tensor& a, const Tensor& b) { return a = ops::mul(a, b); }
+inline Tensor& operator/=(Tensor& a, const Tensor& b) { return a = ops::div(a, b); }
+inline Tensor& operator+=(Tensor& x, float s) { return x = ops::add_scalar(x, s); }
+inline Tensor& operator-=(Tensor& x, float s) { return x = ops::add_scalar(x, -s); }
+inline Tensor& operator*=(Tensor& x, float s) { return x = ops::mul_scalar(x, s); }
+inline Tensor& operator/=(Tensor& x, float s) { return x = ops::div_scalar(x, s); }
+
+}  // namespace cairn

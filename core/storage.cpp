@@ -1,0 +1,46 @@
+#include "cairn/core/storage.h"
+
+#include <cstdlib>
+#include <new>
+
+#include "cairn/core/allocator.h"
+#include "cairn/core/cuda_context.h"
+#include "cairn/core/error.h"
+
+namespace cairn {
+namespace {
+// Host buffers are 64-byte aligned: whole cache lines, and wide enough for any vector load.
+constexpr size_t kHostAlignment = 64;
+}  // namespace
+
+std::shared_ptr<Storage> Storage::allocate(size_t bytes, const Device& device) {
+  void* data = nullptr;
+  if (bytes > 0) {
+    if (device.is_cuda()) {
+      data = cuda_allocator(device.index()).allocate(bytes, cuda::current_stream(device));
+    } else {
+      const size_t rounded = (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
+      CAIRN_CHECK(rounded >= bytes, "out of host memory: ", bytes, " bytes is not addressable");
+      data = std::aligned_alloc(kHostAlignment, rounded);
+      CAIRN_CHECK(data != nullptr, "out of host memory: could not allocate ", bytes, " bytes");
+    }
+  }
+  return std::shared_ptr<Storage>(new Storage(data, bytes, device, /*owned=*/true));
+}
+
+std::shared_ptr<Storage> Storage::borrow(void* data, size_t bytes, const Device& device) {
+  CAIRN_CHECK(data != nullptr || bytes == 0, "Tensor::wrap: null pointer for ", bytes, " bytes on ",
+              device);
+  return std::shared_ptr<Storage>(new Storage(data, bytes, device, /*owned=*/false));
+}
+
+Storage::~Storage() {
+  if (!owned_ || data_ == nullptr) return;
+  if (device_.is_cuda()) {
+    cuda_allocator(device_.index()).deallocate(data_);
+  } else {
+    std::free(data_);
+  }
+}
+
+}  // namespace cairn

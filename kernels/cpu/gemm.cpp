@@ -1,0 +1,58 @@
+// CPU GEMM: runs a ColumnMajorGemmPlan through OpenBLAS's column-major cblas_sgemm.
+#include "cairn/kernels/gemm.h"
+
+#include <cblas.h>
+
+#include <climits>
+
+#include "cairn/core/error.h"
+
+namespace cairn::kernels::cpu {
+
+namespace {
+
+// OpenBLAS's default interface takes 32-bit sizes.
+bool fits_blas_int(int64_t value) { return value >= 0 && value <= INT_MAX; }
+
+}  // namespace
+
+void gemm(const ColumnMajorGemmPlan& plan) {
+  CAIRN_CHECK(plan.m >= 0 && plan.n >= 0 && plan.k >= 0,
+              "cpu::gemm: sizes must be non-negative, got m=", plan.m, " n=", plan.n,
+              " k=", plan.k);
+  if (plan.m == 0 || plan.n == 0) return;
+  CAIRN_CHECK(plan.c != nullptr, "cpu::gemm: C is null");
+  CAIRN_CHECK(plan.ldc >= plan.m, "cpu::gemm: ldc=", plan.ldc, " < m=", plan.m);
+
+  if (plan.k == 0) {
+    // An empty inner product: C = beta * C. beta == 0 overwrites without reading, as BLAS
+    // defines it, so a NaN already in C does not survive.
+    for (int64_t j = 0; j < plan.n; ++j) {
+      float* column = plan.c + j * plan.ldc;
+      for (int64_t i = 0; i < plan.m; ++i) {
+        column[i] = plan.beta == 0.0f ? 0.0f : plan.beta * column[i];
+      }
+    }
+    return;
+  }
+
+  CAIRN_CHECK(plan.first != nullptr && plan.second != nullptr, "cpu::gemm: an operand is null");
+  CAIRN_CHECK(
+      fits_blas_int(plan.m) && fits_blas_int(plan.n) && fits_blas_int(plan.k) &&
+          fits_blas_int(plan.ld_first) && fits_blas_int(plan.ld_second) && fits_blas_int(plan.ldc),
+      "cpu::gemm: sizes exceed the BLAS integer range: m=", plan.m, " n=", plan.n, " k=", plan.k);
+  // The stored rows of op(first) (m x k) and op(second) (k x n) as column-major matrices.
+  const int64_t first_rows = plan.transpose_first ? plan.k : plan.m;
+  const int64_t second_rows = plan.transpose_second ? plan.n : plan.k;
+  CAIRN_CHECK(plan.ld_first >= first_rows && plan.ld_second >= second_rows,
+              "cpu::gemm: leading dimension too small: ld_first=", plan.ld_first, " (needs ",
+              first_rows, "), ld_second=", plan.ld_second, " (needs ", second_rows, ")");
+
+  cblas_sgemm(CblasColMajor, plan.transpose_first ? CblasTrans : CblasNoTrans,
+              plan.transpose_second ? CblasTrans : CblasNoTrans, static_cast<int>(plan.m),
+              static_cast<int>(plan.n), static_cast<int>(plan.k), plan.alpha, plan.first,
+              static_cast<int>(plan.ld_first), plan.second, static_cast<int>(plan.ld_second),
+              plan.beta, plan.c, static_cast<int>(plan.ldc));
+}
+
+}  // namespace cairn::kernels::cpu

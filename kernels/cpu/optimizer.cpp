@@ -1,0 +1,47 @@
+// CPU fused optimizer updates: SGD (with momentum and weight decay) and Adam.
+#include "cairn/kernels/optimizer.h"
+
+#include <cmath>
+
+#include "cairn/core/error.h"
+
+namespace cairn::kernels::cpu {
+
+void sgd_update(float* weight, const float* grad, float* velocity, int64_t n,
+                const SgdConfig& config) {
+  CAIRN_CHECK(n >= 0, "cpu::sgd_update: negative size ", n);
+  const bool use_momentum = config.momentum != 0.0f;
+  CAIRN_CHECK(!use_momentum || velocity != nullptr, "cpu::sgd_update: momentum ", config.momentum,
+              " needs a velocity buffer");
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = config.grad_scale * grad[i] + config.weight_decay * weight[i];
+    if (use_momentum) {
+      velocity[i] = config.momentum * velocity[i] + g;
+      weight[i] -= config.learning_rate * velocity[i];
+    } else {
+      weight[i] -= config.learning_rate * g;
+    }
+  }
+}
+
+void adam_update(float* weight, const float* grad, float* mean, float* variance, int64_t n,
+                 const AdamConfig& config) {
+  CAIRN_CHECK(n >= 0, "cpu::adam_update: negative size ", n);
+  CAIRN_CHECK(config.step >= 1, "cpu::adam_update: step is 1-based, got ", config.step);
+  // beta^t underflows or loses all precision in float long before it does in double.
+  const double t = static_cast<double>(config.step);
+  const float correction1 =
+      static_cast<float>(1.0 - std::pow(static_cast<double>(config.beta1), t));
+  const float correction2 =
+      static_cast<float>(1.0 - std::pow(static_cast<double>(config.beta2), t));
+  for (int64_t i = 0; i < n; ++i) {
+    const float g = config.grad_scale * grad[i] + config.weight_decay * weight[i];
+    mean[i] = config.beta1 * mean[i] + (1.0f - config.beta1) * g;
+    variance[i] = config.beta2 * variance[i] + (1.0f - config.beta2) * g * g;
+    const float mean_hat = mean[i] / correction1;
+    const float variance_hat = variance[i] / correction2;
+    weight[i] -= config.learning_rate * mean_hat / (std::sqrt(variance_hat) + config.epsilon);
+  }
+}
+
+}  // namespace cairn::kernels::cpu

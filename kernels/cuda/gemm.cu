@@ -1,0 +1,81 @@
+// GEMM on the GPU: runs a ColumnMajorGemmPlan (kernels/gemm.h) through cublasSgemm.
+//
+// The plan is computed once, on the host, by plan_gemm(); this file only checks that its sizes fit
+// cuBLAS's int arguments and makes the call. k == 0 is handled here, not left to cuBLAS: BLAS
+// defines it as C = beta * C (C not read when beta == 0), and the cuBLAS documentation does not
+// state that it honours that, so a small kernel does it explicitly.
+#include <cublas_v2.h>
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <climits>
+#include <cstdint>
+
+#include "cairn/core/error.h"
+#include "cairn/kernels/gemm.h"
+
+namespace cairn::kernels::cuda {
+namespace {
+
+constexpr int kBlockThreads = 256;
+// Enough blocks to fill any current GPU; the grid-stride loop covers the rest.
+constexpr int64_t kMaxBlocks = 4096;
+
+// c: column-major (m, n) with leading dimension ldc; c = beta * c, and exactly 0 when beta == 0
+// (never 0 * NaN), as BLAS defines the k == 0 product.
+__global__ void scale_matrix_kernel(float* c, int64_t m, int64_t n, int64_t ldc, float beta) {
+  const int64_t total = m * n;
+  const int64_t stride = gridDim.x * int64_t(blockDim.x);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += stride) {
+    const int64_t col = i / m;
+    float* slot = c + col * ldc + (i - col * m);
+    *slot = beta == 0.0f ? 0.0f : beta * *slot;
+  }
+}
+
+bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
+
+}  // namespace
+
+// C' (m, n) = alpha * op(first) (m, k) * op(second) (k, n) + beta * C', all column-major.
+void gemm(const ColumnMajorGemmPlan& plan, BlasHandle handle) {
+  CAIRN_CHECK(handle != nullptr, "gemm: null cuBLAS handle");
+  CAIRN_CHECK(fits_int(plan.m) && fits_int(plan.n) && fits_int(plan.k), "gemm: sizes m=", plan.m,
+              " n=", plan.n, " k=", plan.k, " must lie in [0, INT_MAX] for cuBLAS");
+  CAIRN_CHECK(fits_int(plan.ld_first) && fits_int(plan.ld_second) && fits_int(plan.ldc),
+              "gemm: leading dimensions ", plan.ld_first, ", ", plan.ld_second, ", ", plan.ldc,
+              " must lie in [0, INT_MAX] for cuBLAS");
+  if (plan.m == 0 || plan.n == 0) return;
+  cublasHandle_t cublas = handle;  // BlasHandle is cublasContext*, the same type
+
+  if (plan.k == 0) {
+    if (plan.beta == 1.0f) return;
+    cudaStream_t stream = nullptr;
+    CAIRN_CUBLAS_CHECK(cublasGetStream(cublas, &stream));
+    const int64_t total = plan.m * plan.n;
+    const int blocks =
+        static_cast<int>(std::min((total + kBlockThreads - 1) / kBlockThreads, kMaxBlocks));
+    scale_matrix_kernel<<<blocks, kBlockThreads, 0, stream>>>(plan.c, plan.m, plan.n, plan.ldc,
+                                                              plan.beta);
+    CAIRN_CHECK_LAUNCH("scale_matrix_kernel", stream);
+    return;
+  }
+
+  // alpha and beta are passed by host address: a handle left in device pointer mode would read
+  // them as device addresses, so refuse it rather than change the caller's handle behind its back.
+  cublasPointerMode_t mode = CUBLAS_POINTER_MODE_HOST;
+  CAIRN_CUBLAS_CHECK(cublasGetPointerMode(cublas, &mode));
+  CAIRN_CHECK(mode == CUBLAS_POINTER_MODE_HOST,
+              "gemm: the cuBLAS handle must be in host pointer mode");
+
+  const float alpha = plan.alpha;
+  const float beta = plan.beta;
+  CAIRN_CUBLAS_CHECK(cublasSgemm(
+      cublas, plan.transpose_first ? CUBLAS_OP_T : CUBLAS_OP_N,
+      plan.transpose_second ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(plan.m),
+      static_cast<int>(plan.n), static_cast<int>(plan.k), &alpha, plan.first,
+      static_cast<int>(plan.ld_first), plan.second, static_cast<int>(plan.ld_second), &beta,
+      plan.c, static_cast<int>(plan.ldc)));
+}
+
+}  // namespace cairn::kernels::cuda

@@ -1,0 +1,99 @@
+// Fused optimizer updates: one grid-stride pass over a parameter per step, every intermediate in
+// registers. The formulas are those of kernels/optimizer.h, term for term.
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+
+#include "cairn/core/error.h"
+#include "cairn/kernels/optimizer.h"
+
+namespace cairn::kernels::cuda {
+namespace {
+
+constexpr int kBlockThreads = 256;
+// Enough blocks to fill any current GPU; the grid-stride loop covers the rest.
+constexpr int64_t kMaxBlocks = 4096;
+
+int grid_size(int64_t n) {
+  return static_cast<int>(std::min((n + kBlockThreads - 1) / kBlockThreads, kMaxBlocks));
+}
+
+// weight, grad, velocity: (n); velocity is read and written only when kMomentum.
+template <bool kMomentum>
+__global__ void sgd_update_kernel(float* weight, const float* grad, float* velocity, int64_t n,
+                                  float learning_rate, float momentum, float weight_decay,
+                                  float grad_scale) {
+  const int64_t stride = gridDim.x * int64_t(blockDim.x);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += stride) {
+    const float w = weight[i];
+    const float g = grad_scale * grad[i] + weight_decay * w;
+    if constexpr (kMomentum) {
+      const float v = momentum * velocity[i] + g;
+      velocity[i] = v;
+      weight[i] = w - learning_rate * v;
+    } else {
+      weight[i] = w - learning_rate * g;
+    }
+  }
+}
+
+// weight, grad, mean, variance: (n). bias_correction1/2 = 1 - beta1^t and 1 - beta2^t, computed on
+// the host in double: beta2^t for t in the thousands loses most of its digits in float.
+__global__ void adam_update_kernel(float* weight, const float* grad, float* mean, float* variance,
+                                   int64_t n, float learning_rate, float beta1, float beta2,
+                                   float epsilon, float weight_decay, float grad_scale,
+                                   float bias_correction1, float bias_correction2) {
+  const int64_t stride = gridDim.x * int64_t(blockDim.x);
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += stride) {
+    const float w = weight[i];
+    const float g = grad_scale * grad[i] + weight_decay * w;
+    const float m = beta1 * mean[i] + (1.0f - beta1) * g;
+    const float v = beta2 * variance[i] + (1.0f - beta2) * g * g;
+    mean[i] = m;
+    variance[i] = v;
+    weight[i] =
+        w - learning_rate * (m / bias_correction1) / (sqrtf(v / bias_correction2) + epsilon);
+  }
+}
+
+}  // namespace
+
+void sgd_update(float* weight, const float* grad, float* velocity, int64_t n,
+                const SgdConfig& config, StreamHandle stream) {
+  CAIRN_CHECK(n >= 0, "sgd_update: negative size ", n);
+  CAIRN_CHECK(config.momentum >= 0.0f, "sgd_update: negative momentum ", config.momentum);
+  CAIRN_CHECK(config.momentum == 0.0f || velocity != nullptr,
+              "sgd_update: momentum ", config.momentum, " needs a velocity buffer");
+  if (n == 0) return;
+  if (config.momentum > 0.0f) {
+    sgd_update_kernel<true><<<grid_size(n), kBlockThreads, 0, stream>>>(
+        weight, grad, velocity, n, config.learning_rate, config.momentum, config.weight_decay,
+        config.grad_scale);
+  } else {
+    sgd_update_kernel<false><<<grid_size(n), kBlockThreads, 0, stream>>>(
+        weight, grad, velocity, n, config.learning_rate, config.momentum, config.weight_decay,
+        config.grad_scale);
+  }
+  CAIRN_CHECK_LAUNCH("sgd_update_kernel", stream);
+}
+
+void adam_update(float* weight, const float* grad, float* mean, float* variance, int64_t n,
+                 const AdamConfig& config, StreamHandle stream) {
+  CAIRN_CHECK(n >= 0, "adam_update: negative size ", n);
+  CAIRN_CHECK(config.step >= 1, "adam_update: step is 1-based, got ", config.step);
+  CAIRN_CHECK(config.beta1 >= 0.0f && config.beta1 < 1.0f && config.beta2 >= 0.0f &&
+                  config.beta2 < 1.0f,
+              "adam_update: betas must lie in [0, 1), got ", config.beta1, " and ", config.beta2);
+  if (n == 0) return;
+  const double t = static_cast<double>(config.step);
+  const float bias_correction1 = static_cast<float>(1.0 - std::pow(double(config.beta1), t));
+  const float bias_correction2 = static_cast<float>(1.0 - std::pow(double(config.beta2), t));
+  adam_update_kernel<<<grid_size(n), kBlockThreads, 0, stream>>>(
+      weight, grad, mean, variance, n, config.learning_rate, config.beta1, config.beta2,
+      config.epsilon, config.weight_decay, config.grad_scale, bias_correction1, bias_correction2);
+  CAIRN_CHECK_LAUNCH("adam_update_kernel", stream);
+}
+
+}  // namespace cairn::kernels::cuda

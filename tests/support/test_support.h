@@ -1,0 +1,114 @@
+// Shared test tools: the GPU fixture that skips without a device, error expectations, closeness
+// with atol + rtol * |ref|, NaN poisoning, and central finite differences.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "cairn/cairn.h"
+
+namespace cairn::testing {
+
+// GPU tests derive from this: without a usable device they skip and say why. Nothing here runs at
+// static-initialisation time, so listing the tests never touches CUDA.
+class CudaTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+  }
+};
+
+// Runs `body`, expecting a cairn::Error whose message contains every one of `fragments`.
+inline void expect_error(const std::function<void()>& body,
+                         const std::vector<std::string>& fragments) {
+  try {
+    body();
+  } catch (const Error& error) {
+    const std::string message = error.what();
+    for (const std::string& fragment : fragments) {
+      EXPECT_NE(message.find(fragment), std::string::npos)
+          << "message lacks \"" << fragment << "\": " << message;
+    }
+    return;
+  } catch (const std::exception& other) {
+    ADD_FAILURE() << "expected cairn::Error, got another exception: " << other.what();
+    return;
+  }
+  ADD_FAILURE() << "expected cairn::Error containing \"" << (fragments.empty() ? "" : fragments[0])
+                << "\", nothing was thrown";
+}
+
+// |actual - expected| <= atol + rtol * |expected| elementwise; NaN never passes.
+inline void expect_close(const std::vector<float>& actual, const std::vector<float>& expected,
+                         double atol, double rtol, const std::string& what = "") {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  size_t failures = 0;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    const double a = actual[i], e = expected[i];
+    const bool ok = std::isfinite(a) == std::isfinite(e) &&
+                    (!std::isfinite(e) ? (std::isnan(e) ? std::isnan(a) : a == e)
+                                       : std::abs(a - e) <= atol + rtol * std::abs(e));
+    if (!ok && failures++ < 5) {
+      ADD_FAILURE() << what << " element " << i << ": got " << a << ", expected " << e
+                    << " (atol " << atol << ", rtol " << rtol << ")";
+    }
+  }
+  EXPECT_EQ(failures, 0u) << what << ": " << failures << " of " << actual.size()
+                          << " elements differ";
+}
+
+inline void expect_close(const Tensor& actual, const Tensor& expected, double atol, double rtol,
+                         const std::string& what = "") {
+  ASSERT_EQ(shape_str(actual.shape()), shape_str(expected.shape())) << what;
+  expect_close(actual.to_vector(), expected.to_vector(), atol, rtol, what);
+}
+
+// Random test data: a seeded uniform fill on the CPU, moved to `device`.
+inline Tensor random_tensor(const Shape& shape, uint64_t seed, const Device& device,
+                            float low = -1.0f, float high = 1.0f) {
+  return Tensor::uniform(shape, low, high, seed, Device::cpu()).to(device);
+}
+
+// Fills a tensor with NaN, so that an output a kernel forgot to write fails every comparison.
+inline void poison(Tensor& tensor) {
+  tensor.copy_from(Tensor::full(tensor.shape(), std::nanf(""), tensor.device()));
+}
+
+// Central differences of a scalar function of `inputs` (all on the CPU), compared with the
+// gradients backward() puts on them. The function is evaluated in float32, so `eps` is large-ish
+// and the tolerance loose enough for that, tight enough to catch a wrong formula.
+// `f` must build its result from the given inputs inside the recording scope this sets up.
+inline void expect_gradients_match(const std::function<Tensor(const std::vector<Tensor>&)>& f,
+                                   std::vector<Tensor> inputs, double eps = 1e-2,
+                                   double atol = 2e-3, double rtol = 2e-2) {
+  for (Tensor& input : inputs) input.attach_grad();
+  {
+    autograd::RecordScope record;
+    Tensor out = f(inputs);
+    ASSERT_EQ(out.numel(), 1) << "gradient check needs a scalar function";
+    out.backward();
+  }
+  for (size_t which = 0; which < inputs.size(); ++which) {
+    std::vector<float> analytic = inputs[which].grad().to_vector();
+    std::vector<float> numeric(analytic.size());
+    std::vector<float> values = inputs[which].to_vector();
+    for (size_t i = 0; i < values.size(); ++i) {
+      auto evaluate = [&](float shifted) {
+        std::vector<float> moved = values;
+        moved[i] = shifted;
+        std::vector<Tensor> args = inputs;
+        args[which] = Tensor::from_vector(moved, inputs[which].shape(), inputs[which].device());
+        return double(f(args).item());
+      };
+      numeric[i] = float((evaluate(values[i] + float(eps)) - evaluate(values[i] - float(eps))) /
+                         (2 * eps));
+    }
+    expect_close(analytic, numeric, atol, rtol, "gradient of input " + std::to_string(which));
+  }
+}
+
+}  // namespace cairn::testing
