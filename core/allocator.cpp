@@ -19,8 +19,10 @@ CachingAllocator::~CachingAllocator() {
 size_t CachingAllocator::bucket_size(size_t bytes) {
   constexpr size_t kSmallStep = 512;
   if (bytes <= 4096) return (bytes + kSmallStep - 1) / kSmallStep * kSmallStep;
+  // Steps of an eighth of the largest power of two not above the request: the waste stays under
+  // an eighth of the request.
   size_t power = 1;
-  while (power < bytes) power <<= 1;
+  while (power * 2 <= bytes) power <<= 1;
   const size_t step = power / 8;
   return (bytes + step - 1) / step * step;
 }

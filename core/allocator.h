@@ -55,7 +55,7 @@ class CachingAllocator {
   void reset_peak();
 
   // The bucket a request is served from: multiples of 512 bytes up to 4 KiB, then steps of one
-  // eighth of the next power of two, so rounding never wastes more than 12.5%.
+  // eighth of the largest power of two below the request, so rounding never wastes more than 12.5%.
   static size_t bucket_size(size_t bytes);
 
  private:

@@ -55,8 +55,9 @@ void throw_cuda_error(int status, const char* expr, const char* file, int line) 
 }
 
 void throw_cublas_error(int status, const char* expr, const char* file, int line) {
-  throw Error(make_message("cuBLAS error ",
-                           cublasGetStatusString(static_cast<cublasStatus_t>(status)), " in ", expr,
+  const auto code = static_cast<cublasStatus_t>(status);
+  throw Error(make_message("cuBLAS error ", cublasGetStatusName(code), " (",
+                           cublasGetStatusString(code), ") in ", expr,
                            " [", file, ":", line, "]"));
 }
 

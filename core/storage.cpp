@@ -1,6 +1,10 @@
 #include "cairn/core/storage.h"
 
+#include <cuda_runtime_api.h>
+
+#include <atomic>
 #include <cstdlib>
+#include <cstring>
 #include <new>
 
 #include "cairn/core/allocator.h"
@@ -11,7 +15,18 @@ namespace cairn {
 namespace {
 // Host buffers are 64-byte aligned: whole cache lines, and wide enough for any vector load.
 constexpr size_t kHostAlignment = 64;
+
+std::atomic<bool>& poison_flag() {
+  static std::atomic<bool> flag{[] {
+    const char* env = std::getenv("CAIRN_POISON_ALLOCATIONS");
+    return env != nullptr && env[0] != '\0' && std::strcmp(env, "0") != 0;
+  }()};
+  return flag;
+}
 }  // namespace
+
+void set_poison_allocations(bool enabled) { poison_flag().store(enabled); }
+bool poison_allocations() { return poison_flag().load(); }
 
 std::shared_ptr<Storage> Storage::allocate(size_t bytes, const Device& device) {
   void* data = nullptr;
@@ -23,6 +38,14 @@ std::shared_ptr<Storage> Storage::allocate(size_t bytes, const Device& device) {
       CAIRN_CHECK(rounded >= bytes, "out of host memory: ", bytes, " bytes is not addressable");
       data = std::aligned_alloc(kHostAlignment, rounded);
       CAIRN_CHECK(data != nullptr, "out of host memory: could not allocate ", bytes, " bytes");
+    }
+    if (poison_allocations()) {
+      if (device.is_cuda()) {
+        cuda::DeviceGuard guard(device);
+        CAIRN_CUDA_CHECK(cudaMemsetAsync(data, 0xFF, bytes, cuda::current_stream(device)));
+      } else {
+        std::memset(data, 0xFF, bytes);
+      }
     }
   }
   return std::shared_ptr<Storage>(new Storage(data, bytes, device, /*owned=*/true));

@@ -9,6 +9,12 @@
 
 namespace cairn {
 
+// Debug switch: fill every new allocation (host and device) with 0xFF bytes, which read as NaN in
+// float32, so that an op that forgets to write part of its output fails every comparison.
+// Also on with the environment variable CAIRN_POISON_ALLOCATIONS=1.
+void set_poison_allocations(bool enabled);
+bool poison_allocations();
+
 class Storage {
  public:
   // Throws cairn::Error when the device or the host is out of memory.

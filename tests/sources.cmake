@@ -1,2 +1,3 @@
 # Test binaries. Each area owns one line.
 cairn_add_test(cpu_kernels_test kernels/cpu_kernels_test.cpp)
+cairn_add_test(core_test core/allocator_test.cpp core/tensor_test.cpp core/autograd_test.cpp)
