@@ -49,24 +49,28 @@ void Block::add_child(const std::string& name, std::shared_ptr<Block> block) {
 
 ParameterPtr Block::register_parameter(const std::string& name, const Shape& shape,
                                        GradReq grad_req) {
+  check_parameter_name(name);
   auto parameter = std::make_shared<Parameter>(name, shape, grad_req);
+  parameter->set_owner(type_name_);
+  parameters_.emplace_back(name, parameter);
+  return parameter;
+}
+
+void Block::check_parameter_name(const std::string& name) const {
   CAIRN_CHECK(!name.empty() && name.find('.') == std::string::npos, type_name_,
               ": parameter name '", name, "' must be non-empty and contain no '.'");
   for (const auto& [existing, other] : parameters_) {
     CAIRN_CHECK(existing != name, type_name_, ": a parameter named '", name,
                 "' is already registered");
   }
-  parameter->set_owner(type_name_);
-  parameters_.emplace_back(name, parameter);
-  return parameter;
+  for (const auto& [existing, child] : children_) {
+    CAIRN_CHECK(existing != name, type_name_, ": '", name, "' is already a child block's name");
+  }
 }
 
 ParameterPtr Block::register_constant(const std::string& name, const Tensor& value) {
+  check_parameter_name(name);
   auto parameter = Parameter::constant(name, value);
-  for (const auto& [existing, other] : parameters_) {
-    CAIRN_CHECK(existing != name, type_name_, ": a parameter named '", name,
-                "' is already registered");
-  }
   parameter->set_owner(type_name_);
   parameters_.emplace_back(name, parameter);
   return parameter;

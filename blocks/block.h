@@ -74,6 +74,7 @@ class Block {
   void add_child(const std::string& name, std::shared_ptr<Block> block);
 
  private:
+  void check_parameter_name(const std::string& name) const;
   void collect_into(ParameterDict& dict, const std::string& prefix) const;
 
   std::string type_name_;

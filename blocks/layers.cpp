@@ -73,7 +73,8 @@ Tensor Dense::forward(const Tensor& x) {
   }
   CAIRN_CHECK(features == in_units(), describe(), ": input has ", features,
               " features (shape ", shape_str(x.shape()), "), expected ", in_units());
-  const Tensor y = ops::linear(flat, weight_->data(), bias_ ? bias_->data() : Tensor());
+  const Tensor weight = weight_->data();  // first, so a missing initialize() names the weight
+  const Tensor y = ops::linear(flat, weight, bias_ ? bias_->data() : Tensor());
   return Activation::apply(activation_, y);
 }
 

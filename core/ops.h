@@ -62,6 +62,8 @@ Tensor argmax_rows(const Tensor& x);
 Tensor softmax(const Tensor& x);  // along the last axis
 // logits: (N, C), labels: int32 (N) in [0, C) -> per-sample loss (N)
 Tensor softmax_cross_entropy(const Tensor& logits, const Tensor& labels);
+// pred, label: (N, C) or (N) -> per-sample 0.5 * mean_c (pred - label)^2, (N); no gradient to label
+Tensor l2_loss(const Tensor& pred, const Tensor& label);
 
 // ---- Matrix product ----
 // op(a) op(b) with op = transpose where asked; a and b are 2-d.

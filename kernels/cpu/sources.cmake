@@ -6,4 +6,5 @@ set(CAIRN_KERNELS_CPU_SOURCES
   kernels/cpu/softmax.cpp
   kernels/cpu/gemm.cpp
   kernels/cpu/random.cpp
-  kernels/cpu/optimizer.cpp)
+  kernels/cpu/optimizer.cpp
+  kernels/cpu/loss.cpp)

@@ -8,4 +8,5 @@ set(CAIRN_KERNELS_CUDA_SOURCES
   kernels/cuda/softmax.cu
   kernels/cuda/gemm.cu
   kernels/cuda/random.cu
-  kernels/cuda/optimizer.cu)
+  kernels/cuda/optimizer.cu
+  kernels/cuda/loss.cu)

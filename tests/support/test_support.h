@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <functional>
 #include <string>
 #include <vector>
@@ -13,12 +14,18 @@
 
 namespace cairn::testing {
 
-// GPU tests derive from this: without a usable device they skip and say why. Nothing here runs at
-// static-initialisation time, so listing the tests never touches CUDA.
+// GPU tests derive from this: without a usable device they skip and say why (or fail, where
+// CAIRN_REQUIRE_GPU=1 says a GPU was meant to be there, as in the Docker image). Nothing here runs
+// at static-initialisation time, so listing the tests never touches CUDA.
 class CudaTest : public ::testing::Test {
  protected:
   void SetUp() override {
-    if (!cuda_available()) GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
+    if (cuda_available()) return;
+    const char* required = std::getenv("CAIRN_REQUIRE_GPU");
+    if (required != nullptr && std::string(required) == "1") {
+      GTEST_FAIL() << "CAIRN_REQUIRE_GPU=1 but no CUDA device: " << cuda_unavailable_reason();
+    }
+    GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
   }
 };
 

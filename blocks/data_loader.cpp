@@ -1,0 +1,228 @@
+#include "cairn/blocks/data_loader.h"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <fstream>
+
+#include "cairn/blocks/idx.h"
+#include "cairn/core/cuda_context.h"
+#include "cairn/core/error.h"
+
+namespace cairn {
+namespace {
+
+bool exists(const std::string& path) { return std::ifstream(path).good(); }
+
+// "<dir>/<stem>" or "<dir>/<stem>.gz", whichever is there.
+std::string find_idx(const std::string& dir, const std::string& stem) {
+  const std::string plain = dir + "/" + stem;
+  if (exists(plain)) return plain;
+  if (exists(plain + ".gz")) return plain + ".gz";
+  CAIRN_FAIL("load_fashion_mnist: neither ", plain, " nor ", plain,
+             ".gz exists (on Debian: apt-get install dataset-fashion-mnist)");
+}
+
+uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+LabelledImages load_fashion_mnist(const std::string& dir, bool train) {
+  const std::string prefix = train ? "train" : "t10k";
+  const std::string images_path = find_idx(dir, prefix + "-images-idx3-ubyte");
+  const std::string labels_path = find_idx(dir, prefix + "-labels-idx1-ubyte");
+  IdxArray images = read_idx(images_path);
+  const IdxArray labels = read_idx(labels_path);
+  CAIRN_CHECK(images.shape.size() == 3, "load_fashion_mnist: ", images_path,
+              ": expected 3 dimensions (count, rows, cols), found ", images.shape.size());
+  CAIRN_CHECK(labels.shape.size() == 1, "load_fashion_mnist: ", labels_path,
+              ": expected 1 dimension (count), found ", labels.shape.size());
+  CAIRN_CHECK(images.shape[0] == labels.shape[0], "load_fashion_mnist: ", images_path, " has ",
+              images.shape[0], " images but ", labels_path, " has ", labels.shape[0], " labels");
+  LabelledImages out;
+  out.count = images.shape[0];
+  out.features = images.shape[1] * images.shape[2];
+  out.pixels = std::move(images.data);
+  out.labels.resize(size_t(out.count));
+  for (int64_t i = 0; i < out.count; ++i) {
+    const int32_t label = labels.data[size_t(i)];
+    CAIRN_CHECK(label < 10, "load_fashion_mnist: ", labels_path, ": label ", label, " at index ",
+                i, " is not a class in [0, 10)");
+    out.labels[size_t(i)] = label;
+  }
+  out.classes = 10;
+  return out;
+}
+
+std::vector<int64_t> seeded_permutation(int64_t count, uint64_t seed) {
+  std::vector<int64_t> order(size_t(count));
+  for (int64_t i = 0; i < count; ++i) order[size_t(i)] = i;
+  uint64_t state = seed;
+  for (int64_t i = count - 1; i > 0; --i) {
+    // Multiply-shift maps 64 random bits to [0, i] without modulo bias worth measuring here.
+    const auto j = int64_t((unsigned __int128)splitmix64(state) * uint64_t(i + 1) >> 64);
+    std::swap(order[size_t(i)], order[size_t(j)]);
+  }
+  return order;
+}
+
+// One of the two staging areas on a GPU: pinned host buffers, device buffers, and the events that
+// order the copy stream against the compute stream.
+struct DataLoader::Slot {
+  float* host_x = nullptr;
+  int32_t* host_y = nullptr;
+  Tensor device_x, device_y;
+  cudaEvent_t copied = nullptr;    // the copy into the device buffers has finished
+  cudaEvent_t released = nullptr;  // the compute stream is done with the previous batch here
+  int64_t length = 0;
+  bool pending = false;            // `copied` has been recorded since the last wait
+};
+
+DataLoader::DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderOptions& options,
+                       const Device& device)
+    : data_(std::move(data)), options_(options), device_(device) {
+  CAIRN_CHECK(data_ != nullptr && data_->count > 0, "DataLoader: the data set is empty");
+  CAIRN_CHECK(options_.batch_size > 0, "DataLoader: batch_size must be positive, got ",
+              options_.batch_size);
+  CAIRN_CHECK(options_.stddev > 0.0f, "DataLoader: stddev must be positive, got ",
+              options_.stddev);
+  CAIRN_CHECK(int64_t(data_->pixels.size()) == data_->count * data_->features &&
+                  int64_t(data_->labels.size()) == data_->count,
+              "DataLoader: the data set's arrays do not match count ", data_->count,
+              " and features ", data_->features);
+  if (device_.is_cuda()) {
+    cuda::DeviceGuard guard(device_);
+    cudaStream_t stream = nullptr;
+    CAIRN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+    copy_stream_ = stream;
+    const int64_t x_count = options_.batch_size * data_->features;
+    for (int i = 0; i < 2; ++i) {
+      auto slot = std::make_unique<Slot>();
+      CAIRN_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&slot->host_x),
+                                      size_t(x_count) * sizeof(float)));
+      CAIRN_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&slot->host_y),
+                                      size_t(options_.batch_size) * sizeof(int32_t)));
+      slot->device_x = Tensor::empty({options_.batch_size, data_->features}, device_);
+      slot->device_y = Tensor::empty({options_.batch_size}, device_, DType::kInt32);
+      CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&slot->copied, cudaEventDisableTiming));
+      CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&slot->released, cudaEventDisableTiming));
+      slots_.push_back(std::move(slot));
+    }
+  }
+  start_epoch(0);
+}
+
+DataLoader::~DataLoader() {
+  if (!device_.is_cuda()) return;
+  // Destructors never throw: statuses are ignored, the copies are waited for first.
+  cudaStreamSynchronize(static_cast<cudaStream_t>(copy_stream_));
+  for (auto& slot : slots_) {
+    cudaFreeHost(slot->host_x);
+    cudaFreeHost(slot->host_y);
+    cudaEventDestroy(slot->copied);
+    cudaEventDestroy(slot->released);
+  }
+  cudaStreamDestroy(static_cast<cudaStream_t>(copy_stream_));
+}
+
+int64_t DataLoader::batches_per_epoch() const {
+  const int64_t full = data_->count / options_.batch_size;
+  return options_.drop_last || data_->count % options_.batch_size == 0 ? full : full + 1;
+}
+
+int64_t DataLoader::batch_length(int64_t batch_index) const {
+  return std::min(options_.batch_size, data_->count - batch_index * options_.batch_size);
+}
+
+void DataLoader::start_epoch(int64_t epoch) {
+  CAIRN_CHECK(epoch >= 0, "DataLoader::start_epoch: negative epoch ", epoch);
+  if (options_.shuffle) {
+    order_ = seeded_permutation(data_->count, options_.seed * 1000003ull + uint64_t(epoch));
+  } else {
+    order_.resize(size_t(data_->count));
+    for (int64_t i = 0; i < data_->count; ++i) order_[size_t(i)] = i;
+  }
+  next_batch_ = 0;
+  staged_ = 0;
+  if (device_.is_cuda()) {
+    // Anything still reading the slots from the last epoch must finish before they are refilled.
+    cuda::synchronize(device_);
+    CAIRN_CUDA_CHECK(cudaStreamSynchronize(static_cast<cudaStream_t>(copy_stream_)));
+    for (auto& slot : slots_) slot->pending = false;
+    if (batches_per_epoch() > 0) stage(0, *slots_[0]);
+  }
+}
+
+void DataLoader::stage(int64_t batch_index, Slot& slot) {
+  cuda::DeviceGuard guard(device_);
+  auto copy_stream = static_cast<cudaStream_t>(copy_stream_);
+  // The pinned buffers may still be feeding this slot's previous copy.
+  if (slot.pending) CAIRN_CUDA_CHECK(cudaEventSynchronize(slot.copied));
+  const int64_t length = batch_length(batch_index);
+  const int64_t features = data_->features;
+  const float scale = 1.0f / (255.0f * options_.stddev);
+  const float shift = options_.mean / options_.stddev;
+  for (int64_t row = 0; row < length; ++row) {
+    const int64_t sample = order_[size_t(batch_index * options_.batch_size + row)];
+    const uint8_t* pixels = data_->pixels.data() + sample * features;
+    float* out = slot.host_x + row * features;
+    for (int64_t f = 0; f < features; ++f) out[f] = float(pixels[f]) * scale - shift;
+    slot.host_y[row] = data_->labels[size_t(sample)];
+  }
+  // The compute stream must be done with whatever batch this slot held before.
+  CAIRN_CUDA_CHECK(cudaStreamWaitEvent(copy_stream, slot.released, 0));
+  CAIRN_CUDA_CHECK(cudaMemcpyAsync(slot.device_x.raw_data(), slot.host_x,
+                                   size_t(length * features) * sizeof(float),
+                                   cudaMemcpyHostToDevice, copy_stream));
+  CAIRN_CUDA_CHECK(cudaMemcpyAsync(slot.device_y.raw_data(), slot.host_y,
+                                   size_t(length) * sizeof(int32_t), cudaMemcpyHostToDevice,
+                                   copy_stream));
+  CAIRN_CUDA_CHECK(cudaEventRecord(slot.copied, copy_stream));
+  slot.pending = true;
+  slot.length = length;
+  ++staged_;
+}
+
+bool DataLoader::next(Batch& batch) {
+  if (next_batch_ >= batches_per_epoch()) return false;
+  const int64_t length = batch_length(next_batch_);
+  const int64_t features = data_->features;
+  if (!device_.is_cuda()) {
+    batch.x = Tensor::empty({length, features}, device_);
+    batch.y = Tensor::empty({length}, device_, DType::kInt32);
+    float* x = batch.x.data();
+    int32_t* y = batch.y.data_int32();
+    const float scale = 1.0f / (255.0f * options_.stddev);
+    const float shift = options_.mean / options_.stddev;
+    for (int64_t row = 0; row < length; ++row) {
+      const int64_t sample = order_[size_t(next_batch_ * options_.batch_size + row)];
+      const uint8_t* pixels = data_->pixels.data() + sample * features;
+      for (int64_t f = 0; f < features; ++f) x[row * features + f] = float(pixels[f]) * scale - shift;
+      y[row] = data_->labels[size_t(sample)];
+    }
+    ++next_batch_;
+    return true;
+  }
+
+  cuda::DeviceGuard guard(device_);
+  auto compute_stream = static_cast<cudaStream_t>(cuda::current_stream(device_));
+  Slot& slot = *slots_[size_t(next_batch_ % 2)];
+  CAIRN_CUDA_CHECK(cudaStreamWaitEvent(compute_stream, slot.copied, 0));
+  batch.x = Tensor::wrap(slot.device_x.raw_data(), {length, features}, device_);
+  batch.y = Tensor::wrap(slot.device_y.raw_data(), {length}, device_, DType::kInt32);
+
+  // The other slot held the previous batch, whose work is all queued by now: once the compute
+  // stream passes this point it is free, so the batch after this one can be copied into it.
+  Slot& other = *slots_[size_t((next_batch_ + 1) % 2)];
+  CAIRN_CUDA_CHECK(cudaEventRecord(other.released, compute_stream));
+  if (next_batch_ + 1 < batches_per_epoch()) stage(next_batch_ + 1, other);
+  ++next_batch_;
+  return true;
+}
+
+}  // namespace cairn

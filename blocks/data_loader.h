@@ -1,0 +1,84 @@
+// Data for training: an in-memory labelled image set, Fashion-MNIST from IDX files, and a loader
+// that shuffles with a seed, batches, normalises, and overlaps the next batch's host-to-device
+// copy with the current batch's work.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cairn/core/tensor.h"
+
+namespace cairn {
+
+// Samples of `features` bytes each (pixels 0..255) with int32 labels in [0, classes).
+struct LabelledImages {
+  std::vector<uint8_t> pixels;  // (count, features), row-major
+  std::vector<int32_t> labels;  // (count)
+  int64_t count = 0;
+  int64_t features = 0;
+  int32_t classes = 0;
+};
+
+// Reads <dir>/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz] (the IDX files of MNIST and
+// Fashion-MNIST). Throws cairn::Error naming the file when one is missing or malformed, or when the
+// images and labels disagree.
+LabelledImages load_fashion_mnist(const std::string& dir, bool train);
+
+// Where Debian's dataset-fashion-mnist package puts the files.
+inline constexpr const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
+
+struct Batch {
+  Tensor x;  // (batch, features) float32, (pixel / 255 - mean) / stddev
+  Tensor y;  // (batch) int32
+};
+
+struct LoaderOptions {
+  int64_t batch_size = 256;
+  bool shuffle = true;
+  uint64_t seed = 0;
+  bool drop_last = false;  // keep the short final batch by default, as Gluon does
+  float mean = 0.0f;       // normalisation applied after scaling pixels to [0, 1]
+  float stddev = 1.0f;
+};
+
+// Iterates one epoch at a time. The order of epoch e is a pure function of (seed, e), so a run
+// resumed at epoch e sees exactly the batches the uninterrupted run saw.
+//
+// On a GPU, batches live in two device buffers fed from pinned host memory by asynchronous copies
+// on a copy stream: next() hands out batch k while batch k+1 is already on its way. A batch's
+// tensors therefore stay valid until next() has been called twice more; clone() one to keep it.
+class DataLoader {
+ public:
+  DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderOptions& options,
+             const Device& device);
+  ~DataLoader();
+  DataLoader(const DataLoader&) = delete;
+  DataLoader& operator=(const DataLoader&) = delete;
+
+  void start_epoch(int64_t epoch);
+  bool next(Batch& batch);  // false at the end of the epoch
+  int64_t batches_per_epoch() const;
+  int64_t samples() const { return data_->count; }
+
+ private:
+  struct Slot;
+  void stage(int64_t batch_index, Slot& slot);  // host gather + normalise + async copy
+  int64_t batch_length(int64_t batch_index) const;
+
+  std::shared_ptr<const LabelledImages> data_;
+  LoaderOptions options_;
+  Device device_;
+  std::vector<int64_t> order_;
+  int64_t next_batch_ = 0;
+  int64_t staged_ = 0;  // batches staged so far this epoch
+  std::vector<std::unique_ptr<Slot>> slots_;
+  void* copy_stream_ = nullptr;
+};
+
+// The seeded permutation the loader uses: Fisher-Yates over splitmix64, the same on every
+// platform (std::shuffle's algorithm is implementation-defined).
+std::vector<int64_t> seeded_permutation(int64_t count, uint64_t seed);
+
+}  // namespace cairn

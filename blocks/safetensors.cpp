@@ -1,0 +1,362 @@
+#include "cairn/blocks/safetensors.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <set>
+
+#include "cairn/core/error.h"
+
+// The data section holds little-endian bytes, which we copy straight from and into tensor memory.
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "cairn's safetensors reader and writer assume a little-endian host"
+#endif
+
+namespace cairn {
+namespace {
+
+using Json = nlohmann::ordered_json;  // ordered, so that tensors keep the order of the header
+
+// The reference implementation refuses larger headers too: a header this big is corrupt, and the
+// limit keeps a hostile length field from making us allocate gigabytes.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+constexpr size_t kLengthFieldBytes = 8;
+// The data section starts at a multiple of this (the reference writer pads the header with
+// spaces to 8 bytes), so that a reader that maps the file can use the tensors in place.
+constexpr size_t kDataAlignment = 8;
+constexpr const char* kMetadataKey = "__metadata__";
+
+struct FileCloser {
+  void operator()(std::FILE* file) const { std::fclose(file); }
+};
+using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
+
+// Writes into "<path>.tmp-<pid>" beside the target and renames it onto the target in commit().
+// Until then the target is untouched; if anything throws, the destructor removes the temp file,
+// so a failed save leaves neither a damaged file nor a stray temp file behind.
+class AtomicFile {
+ public:
+  AtomicFile(const std::string& path, const char* op)
+      : path_(path), temp_path_(path + ".tmp-" + std::to_string(::getpid())), op_(op) {
+    file_.reset(std::fopen(temp_path_.c_str(), "wb"));
+    if (file_ == nullptr) fail("cannot create the temporary file " + temp_path_);
+  }
+  ~AtomicFile() {
+    if (!committed_) {
+      file_.reset();
+      std::remove(temp_path_.c_str());
+    }
+  }
+  AtomicFile(const AtomicFile&) = delete;
+  AtomicFile& operator=(const AtomicFile&) = delete;
+
+  void write(const void* data, size_t bytes) {
+    if (bytes == 0) return;
+    if (std::fwrite(data, 1, bytes, file_.get()) != bytes) fail("write to " + temp_path_ + " failed");
+  }
+
+  void commit() {
+    // fsync before rename: otherwise a crash can leave the new name pointing at a file whose data
+    // never reached the disk, which is exactly what the temp file is there to prevent.
+    if (std::fflush(file_.get()) != 0) fail("flushing " + temp_path_ + " failed");
+    if (::fsync(::fileno(file_.get())) != 0) fail("fsync of " + temp_path_ + " failed");
+    if (std::fclose(file_.release()) != 0) fail("closing " + temp_path_ + " failed");
+    if (std::rename(temp_path_.c_str(), path_.c_str()) != 0) {
+      fail("cannot rename " + temp_path_ + " onto it");
+    }
+    committed_ = true;
+    sync_directory();
+  }
+
+ private:
+  [[noreturn]] void fail(const std::string& what) const {
+    const int error = errno;
+    CAIRN_FAIL(op_, ": ", path_, ": ", what, ": ", std::strerror(error));
+  }
+
+  // Makes the rename itself durable. Best effort: some file systems refuse fsync on a directory,
+  // and the file is complete and in place either way.
+  void sync_directory() const {
+    const size_t slash = path_.find_last_of('/');
+    const std::string directory =
+        slash == std::string::npos ? "." : (slash == 0 ? "/" : path_.substr(0, slash));
+    const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
+    if (fd >= 0) {
+      ::fsync(fd);
+      ::close(fd);
+    }
+  }
+
+  std::string path_;
+  std::string temp_path_;
+  const char* op_;
+  FilePtr file_;
+  bool committed_ = false;
+};
+
+const char* safetensors_dtype(DType dtype) {
+  switch (dtype) {
+    case DType::kFloat32: return "F32";
+    case DType::kInt32: return "I32";
+  }
+  CAIRN_FAIL("save_safetensors: unknown dtype ", int(dtype));
+}
+
+// ---- Loading. ----
+
+// Every load error starts with "load_safetensors: <path>: ". `path` must be in scope.
+#define LOAD_CHECK(cond, ...) CAIRN_CHECK(cond, "load_safetensors: ", path, ": ", __VA_ARGS__)
+#define LOAD_FAIL(...) CAIRN_FAIL("load_safetensors: ", path, ": ", __VA_ARGS__)
+
+struct Entry {
+  std::string name;
+  DType dtype = DType::kFloat32;
+  Shape shape;
+  uint64_t begin = 0;
+  uint64_t end = 0;
+};
+
+void read_exact(std::FILE* file, void* data, size_t bytes, const std::string& path,
+                const char* what) {
+  if (bytes == 0) return;
+  if (std::fread(data, 1, bytes, file) != bytes) {
+    LOAD_CHECK(!std::ferror(file), "reading ", what, " failed: ", std::strerror(errno));
+    LOAD_FAIL("unexpected end of file while reading ", what,
+              " (was the file changed while it was being read?)");
+  }
+}
+
+DType parse_dtype(const Json& value, const std::string& name, const std::string& path) {
+  LOAD_CHECK(value.is_string(), "tensor '", name, "': \"dtype\" must be a string, got ",
+             value.dump());
+  const std::string& dtype = value.get_ref<const std::string&>();
+  if (dtype == "F32") return DType::kFloat32;
+  if (dtype == "I32") return DType::kInt32;
+  LOAD_FAIL("unsupported dtype ", dtype, " for tensor '", name, "'; cairn reads F32 and I32");
+}
+
+// Returns the shape; `bytes` receives numel * dtype size, computed without overflow.
+Shape parse_shape(const Json& value, const std::string& name, DType dtype, uint64_t& bytes,
+                  const std::string& path) {
+  LOAD_CHECK(value.is_array(), "tensor '", name, "': \"shape\" must be an array, got ",
+             value.dump());
+  Shape shape;
+  int64_t numel = 1;
+  for (const Json& dim : value) {
+    LOAD_CHECK(dim.is_number_integer(), "tensor '", name,
+               "': shape entries must be integers, got ", dim.dump());
+    LOAD_CHECK(dim.is_number_unsigned(), "tensor '", name, "': negative dimension ", dim.dump());
+    const uint64_t size = dim.get<uint64_t>();
+    LOAD_CHECK(size <= uint64_t(INT64_MAX), "tensor '", name, "': dimension ", size,
+               " is too large");
+    LOAD_CHECK(!__builtin_mul_overflow(numel, int64_t(size), &numel), "tensor '", name,
+               "': the shape ", value.dump(), " has more elements than int64 can count");
+    shape.push_back(int64_t(size));
+  }
+  LOAD_CHECK(!__builtin_mul_overflow(uint64_t(numel), uint64_t(dtype_size(dtype)), &bytes),
+             "tensor '", name, "': the shape ", value.dump(), " has more bytes than uint64 can count");
+  return shape;
+}
+
+Entry parse_entry(const std::string& name, const Json& info, uint64_t data_bytes,
+                  const std::string& path) {
+  LOAD_CHECK(info.is_object(), "tensor '", name, "': expected an object, got ", info.dump());
+  for (const char* key : {"dtype", "shape", "data_offsets"}) {
+    LOAD_CHECK(info.contains(key), "tensor '", name, "' has no \"", key, "\"");
+  }
+  Entry entry;
+  entry.name = name;
+  entry.dtype = parse_dtype(info["dtype"], name, path);
+  uint64_t bytes = 0;
+  entry.shape = parse_shape(info["shape"], name, entry.dtype, bytes, path);
+
+  const Json& offsets = info["data_offsets"];
+  LOAD_CHECK(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
+                 offsets[1].is_number_unsigned(),
+             "tensor '", name, "': \"data_offsets\" must be two non-negative integers, got ",
+             offsets.dump());
+  entry.begin = offsets[0].get<uint64_t>();
+  entry.end = offsets[1].get<uint64_t>();
+  LOAD_CHECK(entry.begin <= entry.end, "tensor '", name, "': data_offsets ", offsets.dump(),
+             " end before they begin");
+  LOAD_CHECK(entry.end - entry.begin == bytes, "tensor '", name, "': data_offsets ",
+             offsets.dump(), " span ", entry.end - entry.begin, " bytes, but ",
+             dtype_name(entry.dtype), " ", shape_str(entry.shape), " needs ", bytes);
+  LOAD_CHECK(entry.end <= data_bytes, "tensor '", name, "': data_offsets ", offsets.dump(),
+             " reach past the end of the ", data_bytes, "-byte data section");
+  return entry;
+}
+
+std::map<std::string, std::string> parse_metadata(const Json& value, const std::string& path) {
+  LOAD_CHECK(value.is_object(), "\"", kMetadataKey, "\" must be an object of strings, got ",
+             value.dump());
+  std::map<std::string, std::string> metadata;
+  for (const auto& [key, item] : value.items()) {
+    LOAD_CHECK(item.is_string(), "\"", kMetadataKey, "\" value for '", key,
+               "' must be a string, got ", item.dump());
+    metadata[key] = item.get<std::string>();
+  }
+  return metadata;
+}
+
+// The format requires the tensors to tile the data section exactly: no overlaps (which would let
+// two tensors alias) and no holes (bytes nobody accounts for).
+void check_tiling(std::vector<const Entry*> entries, uint64_t data_bytes,
+                  const std::string& path) {
+  std::stable_sort(entries.begin(), entries.end(),
+                   [](const Entry* a, const Entry* b) { return a->begin < b->begin; });
+  uint64_t covered = 0;
+  const Entry* previous = nullptr;
+  for (const Entry* entry : entries) {
+    if (entry->begin < covered) {
+      LOAD_FAIL("tensor '", entry->name, "' begins at byte ", entry->begin,
+                ", inside tensor '", previous->name, "' (which ends at byte ", covered,
+                "): tensors must not overlap");
+    }
+    if (entry->begin > covered) {
+      LOAD_FAIL("tensor '", entry->name, "' begins at byte ", entry->begin, ", leaving a hole of ",
+                entry->begin - covered, " bytes after ",
+                previous ? "tensor '" + previous->name + "'" : std::string("the header"),
+                ": the tensors must cover the data section without gaps");
+    }
+    covered = entry->end;
+    previous = entry;
+  }
+  LOAD_CHECK(covered == data_bytes, "the data section is ", data_bytes,
+             " bytes, but the tensors cover only the first ", covered);
+}
+
+}  // namespace
+
+// ---- Saving. ----
+
+void save_safetensors(const std::string& path, const NamedTensors& tensors,
+                      const std::map<std::string, std::string>& metadata) {
+  // Everything that can be checked is checked before the temp file exists.
+  Json header = Json::object();
+  if (!metadata.empty()) {
+    Json meta = Json::object();
+    for (const auto& [key, value] : metadata) meta[key] = value;
+    header[kMetadataKey] = std::move(meta);
+  }
+  std::set<std::string> seen;
+  uint64_t offset = 0;
+  for (const auto& [name, tensor] : tensors) {
+    CAIRN_CHECK(name != kMetadataKey, "save_safetensors: ", path, ": the name \"", kMetadataKey,
+                "\" is reserved for the metadata");
+    CAIRN_CHECK(seen.insert(name).second, "save_safetensors: ", path,
+                ": duplicate tensor name '", name, "'");
+    CAIRN_CHECK(tensor.defined(), "save_safetensors: ", path, ": tensor '", name,
+                "' is undefined");
+    Json info = Json::object();
+    info["dtype"] = safetensors_dtype(tensor.dtype());
+    info["shape"] = tensor.shape();
+    info["data_offsets"] = Json::array({offset, offset + tensor.nbytes()});
+    header[name] = std::move(info);
+    offset += tensor.nbytes();
+  }
+
+  std::string text;
+  try {
+    text = header.dump(-1, ' ', false, Json::error_handler_t::strict);
+  } catch (const nlohmann::json::exception& error) {
+    CAIRN_FAIL("save_safetensors: ", path, ": a tensor name or metadata string is not valid UTF-8 (",
+               error.what(), ")");
+  }
+  // Trailing spaces are JSON whitespace: every reader ignores them.
+  text.append((kDataAlignment - (kLengthFieldBytes + text.size()) % kDataAlignment) %
+                  kDataAlignment,
+              ' ');
+  unsigned char length[kLengthFieldBytes];
+  for (size_t i = 0; i < kLengthFieldBytes; ++i) {
+    length[i] = static_cast<unsigned char>(uint64_t(text.size()) >> (8 * i));
+  }
+
+  AtomicFile file(path, "save_safetensors");
+  file.write(length, sizeof length);
+  file.write(text.data(), text.size());
+  for (const auto& [name, tensor] : tensors) {
+    // One host copy at a time, so that saving a model on the GPU never holds two copies of it.
+    const Tensor host = tensor.to_host();
+    file.write(host.raw_data(), host.nbytes());
+  }
+  file.commit();
+}
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  // stat before fopen: fopen of a directory succeeds and of a FIFO blocks, and neither is a file.
+  struct stat info {};
+  LOAD_CHECK(::stat(path.c_str(), &info) == 0, "cannot open: ", std::strerror(errno));
+  LOAD_CHECK(S_ISREG(info.st_mode), "not a regular file");
+  FilePtr file(std::fopen(path.c_str(), "rb"));
+  LOAD_CHECK(file != nullptr, "cannot open: ", std::strerror(errno));
+  LOAD_CHECK(::fstat(::fileno(file.get()), &info) == 0, "cannot stat: ", std::strerror(errno));
+  const uint64_t file_bytes = uint64_t(info.st_size);
+
+  LOAD_CHECK(file_bytes >= kLengthFieldBytes, "the file is ", file_bytes,
+             " bytes, too short for the 8-byte header length");
+  unsigned char length[kLengthFieldBytes];
+  read_exact(file.get(), length, sizeof length, path, "the header length");
+  uint64_t header_bytes = 0;
+  for (size_t i = 0; i < kLengthFieldBytes; ++i) header_bytes |= uint64_t(length[i]) << (8 * i);
+  LOAD_CHECK(header_bytes <= kMaxHeaderBytes, "header length ", header_bytes,
+             " exceeds the limit of ", kMaxHeaderBytes, " bytes");
+  LOAD_CHECK(header_bytes <= file_bytes - kLengthFieldBytes, "header length ", header_bytes,
+             " exceeds the ", file_bytes - kLengthFieldBytes,
+             " bytes that follow the length field");
+  const uint64_t data_bytes = file_bytes - kLengthFieldBytes - header_bytes;
+
+  std::string text(header_bytes, '\0');
+  read_exact(file.get(), text.data(), text.size(), path, "the header");
+  Json header;
+  try {
+    header = Json::parse(text);
+  } catch (const nlohmann::json::exception& error) {
+    LOAD_FAIL("the header is not valid JSON: ", error.what());
+  }
+  LOAD_CHECK(header.is_object(), "the header must be a JSON object, got a ", header.type_name());
+
+  SafetensorsFile result;
+  std::vector<Entry> entries;
+  entries.reserve(header.size());
+  for (const auto& [name, value] : header.items()) {
+    if (name == kMetadataKey) {
+      result.metadata = parse_metadata(value, path);
+    } else {
+      entries.push_back(parse_entry(name, value, data_bytes, path));
+    }
+  }
+  std::vector<const Entry*> by_offset;
+  for (const Entry& entry : entries) by_offset.push_back(&entry);
+  check_tiling(by_offset, data_bytes, path);
+
+  // The tiling check bounds the total allocation by the file's size. Reading in header order
+  // seeks when the header is not in offset order, which is rare and cheap.
+  result.tensors.reserve(entries.size());
+  for (const Entry& entry : entries) {
+    Tensor tensor = Tensor::empty(entry.shape, Device::cpu(), entry.dtype);
+    if (tensor.nbytes() > 0) {
+      const uint64_t position = kLengthFieldBytes + header_bytes + entry.begin;
+      LOAD_CHECK(position <= uint64_t(INT64_MAX) &&
+                     ::fseeko(file.get(), off_t(position), SEEK_SET) == 0,
+                 "cannot seek to tensor '", entry.name, "': ", std::strerror(errno));
+      const std::string what = "tensor '" + entry.name + "'";
+      read_exact(file.get(), tensor.raw_data(), tensor.nbytes(), path, what.c_str());
+    }
+    result.tensors.emplace_back(entry.name, std::move(tensor));
+  }
+  return result;
+}
+
+#undef LOAD_CHECK
+#undef LOAD_FAIL
+
+}  // namespace cairn

@@ -1,0 +1,182 @@
+// The block API: names and order, deferred initialisation, constants, sharing, selection,
+// printing, intermediate results, and misuse.
+#include <gtest/gtest.h>
+
+#include <sstream>
+
+#include "blocks_tour/lecture_networks.h"
+#include "cairn/blocks/layers.h"
+#include "support/test_support.h"
+
+namespace cairn {
+namespace {
+
+using testing::expect_error;
+
+const Device kCpu = Device::cpu();
+
+Tensor lecture_input() { return Tensor::uniform({2, 20}, 0.0f, 1.0f, 2024, kCpu); }
+
+TEST(Blocks, SequentialNamesChildrenInInsertionOrderLikePyTorch) {
+  auto net = lecture::sequential_mlp();
+  EXPECT_EQ(net->collect_params().names(),
+            (std::vector<std::string>{"0.weight", "0.bias", "1.weight", "1.bias"}));
+  EXPECT_EQ(net->size(), 2u);
+  EXPECT_EQ((*net)[1]->describe(), "Dense(? -> 10, linear)");
+}
+
+TEST(Blocks, NestedBlocksGetHierarchicalNames) {
+  EXPECT_EQ(make<lecture::MLP>()->collect_params().names(),
+            (std::vector<std::string>{"hidden.weight", "hidden.bias", "output.weight",
+                                      "output.bias"}));
+  EXPECT_EQ(lecture::chimera()->collect_params().names(),
+            (std::vector<std::string>{"0.net.0.weight", "0.net.0.bias", "0.net.1.weight",
+                                      "0.net.1.bias", "0.dense.weight", "0.dense.bias",
+                                      "1.weight", "1.bias", "2.rand_weight", "2.dense.weight",
+                                      "2.dense.bias"}));
+}
+
+TEST(Blocks, DeferredInitialisationInfersInUnitsOnFirstForward) {
+  auto net = lecture::sequential_mlp();
+  net->initialize(init::uniform(), kCpu, 0);
+  const ParameterPtr weight = net->collect_params().at("0.weight");
+  EXPECT_TRUE(weight->is_deferred());
+  EXPECT_EQ(weight->shape(), (Shape{256, 0}));
+  expect_error([&] { weight->data(); }, {"'weight'", "deferred shape", "forward"});
+
+  const Tensor y = (*net)(lecture_input());
+  EXPECT_EQ(y.shape(), (Shape{2, 10}));
+  EXPECT_EQ(weight->shape(), (Shape{256, 20}));
+  EXPECT_EQ(net->collect_params().at("1.weight")->shape(), (Shape{10, 256}));
+  EXPECT_FALSE(weight->is_deferred());
+  // Values follow the seed: a second network initialised alike computes the same output.
+  auto twin = lecture::sequential_mlp();
+  twin->initialize(init::uniform(), kCpu, 0);
+  EXPECT_EQ((*twin)(lecture_input()).to_vector(), y.to_vector());
+}
+
+TEST(Blocks, UsingAnUninitialisedBlockSaysWhichLayerAndWhatToDo) {
+  auto net = lecture::sequential_mlp();
+  expect_error([&] { (*net)(lecture_input()); },
+               {"parameter 'weight' of Dense(20 -> 256, relu)", "not initialized", "initialize()"});
+}
+
+TEST(Blocks, WrongInputSizeAfterInferenceIsAClearError) {
+  auto net = lecture::sequential_mlp();
+  net->initialize(init::uniform(), kCpu, 0);
+  (*net)(lecture_input());
+  expect_error([&] { (*net)(Tensor::ones({2, 30}, kCpu)); },
+               {"Dense(20 -> 256, relu)", "30 features", "expected 20"});
+  expect_error([&] { (*net)(Tensor::ones({20}, kCpu)); }, {"Dense", "(batch, features)"});
+}
+
+TEST(Blocks, ExplicitInUnitsNeedNoInference) {
+  Dense dense(3, "", /*in_units=*/4);
+  dense.initialize(init::ones(), kCpu, 0);
+  EXPECT_FALSE(dense.weight()->is_deferred());
+  const Tensor y = dense(Tensor::ones({1, 4}, kCpu));
+  EXPECT_EQ(y.to_vector(), (std::vector<float>{5, 5, 5}));  // 4 ones + bias 1
+}
+
+TEST(Blocks, ConstantsAreSavedButNeverGivenGradients) {
+  auto fancy = make<lecture::FancyMLP>();
+  fancy->initialize(init::uniform(), kCpu, 0);
+  const ParameterPtr constant = fancy->collect_params().at("rand_weight");
+  EXPECT_TRUE(constant->is_constant());
+  const std::vector<float> before = constant->data().to_vector();
+  {
+    autograd::RecordScope record;
+    (*fancy)(lecture_input()).backward();
+  }
+  EXPECT_FALSE(constant->grad().defined());
+  EXPECT_TRUE(fancy->collect_params().at("dense.weight")->grad().defined());
+  EXPECT_EQ(fancy->collect_params().trainable().names(),
+            (std::vector<std::string>{"dense.weight", "dense.bias"}));
+  EXPECT_EQ(constant->data().to_vector(), before);
+}
+
+TEST(Blocks, AReusedLayerIsListedOnceAndItsGradientIsTheSumOfItsUses) {
+  auto shared = make<Dense>(4, "tanh", 4);
+  auto net = make<Sequential>();
+  net->add(shared, make<Dense>(4, "", 4), shared);
+  EXPECT_EQ(net->collect_params().names(),
+            (std::vector<std::string>{"0.weight", "0.bias", "1.weight", "1.bias"}));
+  net->initialize(init::uniform(0.5f), kCpu, 3);
+  const Tensor x = Tensor::uniform({3, 4}, -1, 1, 5, kCpu);
+
+  // The same function written out with the layer's tensors used twice by hand.
+  const Tensor w = shared->weight()->data(), b = shared->bias()->data();
+  const auto middle = std::static_pointer_cast<Dense>((*net)[1]);
+  Tensor by_hand_w = w.detach().clone(), by_hand_b = b.detach().clone();
+  by_hand_w.attach_grad();
+  by_hand_b.attach_grad();
+  {
+    autograd::RecordScope record;
+    ops::sum((*net)(x)).backward();
+    Tensor h = ops::tanh(ops::linear(x, by_hand_w, by_hand_b));
+    h = ops::linear(h, middle->weight()->data().detach(), middle->bias()->data().detach());
+    ops::sum(ops::tanh(ops::linear(h, by_hand_w, by_hand_b))).backward();
+  }
+  testing::expect_close(w.grad(), by_hand_w.grad(), 1e-6, 1e-5, "shared weight");
+  testing::expect_close(b.grad(), by_hand_b.grad(), 1e-6, 1e-5, "shared bias");
+}
+
+TEST(Blocks, CollectParamsSelectsByPattern) {
+  auto net = lecture::chimera();
+  EXPECT_EQ(net->collect_params(".*bias").size(), 5u);
+  EXPECT_EQ(net->collect_params("0\\.net\\..*").names(),
+            (std::vector<std::string>{"0.net.0.weight", "0.net.0.bias", "0.net.1.weight",
+                                      "0.net.1.bias"}));
+  expect_error([&] { net->collect_params("(["); }, {"collect_params", "bad pattern"});
+}
+
+TEST(Blocks, PrintsAGluonStyleTree) {
+  auto net = lecture::chimera();
+  net->initialize(init::uniform(), kCpu, 0);
+  (*net)(lecture_input());
+  std::ostringstream out;
+  out << *net;
+  EXPECT_EQ(out.str(),
+            "Sequential(\n"
+            "  (0): NestMLP(\n"
+            "    (net): Sequential(\n"
+            "      (0): Dense(20 -> 64, relu)\n"
+            "      (1): Dense(64 -> 32, relu)\n"
+            "    )\n"
+            "    (dense): Dense(32 -> 16, relu)\n"
+            "  )\n"
+            "  (1): Dense(16 -> 20, linear)\n"
+            "  (2): FancyMLP(\n"
+            "    (dense): Dense(20 -> 20, relu)\n"
+            "  )\n"
+            ")");
+}
+
+TEST(Blocks, IntermediatesRecordEveryBlockOutputByPath) {
+  auto net = lecture::chimera();
+  net->initialize(init::uniform(), kCpu, 0);
+  Intermediates seen(*net);
+  const Tensor y = (*net)(lecture_input());
+  EXPECT_EQ(seen.output("0.net.0").shape(), (Shape{2, 64}));
+  EXPECT_EQ(seen.output("0").shape(), (Shape{2, 16}));
+  EXPECT_EQ(seen.outputs("2.dense").size(), 2u);  // the shared layer ran twice
+  EXPECT_EQ(seen.output("").to_vector(), y.to_vector());
+  expect_error([&] { seen.output("nope"); }, {"no output recorded for 'nope'", "'0.net.0'"});
+}
+
+TEST(Blocks, RegistrationRejectsDuplicatesAndBadNames) {
+  struct Bad : Block {
+    Bad() : Block("Bad") {}
+    Tensor forward(const Tensor& x) override { return x; }
+    using Block::register_block;
+  } bad;
+  bad.register_block("a", make<Dense>(2));
+  expect_error([&] { bad.register_block("a", make<Dense>(2)); }, {"Bad", "'a'", "already"});
+  expect_error([&] { bad.register_block("x.y", make<Dense>(2)); }, {"'x.y'", "no '.'"});
+  expect_error([&] { bad.register_parameter("a", {2}); }, {"'a'", "already"});
+  expect_error([] { Dense(0); }, {"Dense", "units must be positive"});
+  expect_error([] { Activation("gelu"); }, {"unknown activation 'gelu'"});
+}
+
+}  // namespace
+}  // namespace cairn
