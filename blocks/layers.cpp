@@ -74,6 +74,12 @@ Tensor Dense::forward(const Tensor& x) {
   CAIRN_CHECK(features == in_units(), describe(), ": input has ", features,
               " features (shape ", shape_str(x.shape()), "), expected ", in_units());
   const Tensor weight = weight_->data();  // first, so a missing initialize() names the weight
+  if (bias_ && (activation_.empty() || activation_ == "linear" || activation_ == "relu")) {
+    // The fused path: one cuBLASLt call with its epilogue on a GPU.
+    return ops::dense(flat, weight, bias_->data(),
+                      activation_ == "relu" ? ops::DenseActivation::kRelu
+                                            : ops::DenseActivation::kNone);
+  }
   const Tensor y = ops::linear(flat, weight, bias_ ? bias_->data() : Tensor());
   return Activation::apply(activation_, y);
 }

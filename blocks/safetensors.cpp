@@ -60,7 +60,8 @@ class AtomicFile {
 
   void write(const void* data, size_t bytes) {
     if (bytes == 0) return;
-    if (std::fwrite(data, 1, bytes, file_.get()) != bytes) fail("write to " + temp_path_ + " failed");
+    if (std::fwrite(data, 1, bytes, file_.get()) != bytes)
+      fail("write to " + temp_path_ + " failed");
   }
 
   void commit() {
@@ -104,8 +105,10 @@ class AtomicFile {
 
 const char* safetensors_dtype(DType dtype) {
   switch (dtype) {
-    case DType::kFloat32: return "F32";
-    case DType::kInt32: return "I32";
+    case DType::kFloat32:
+      return "F32";
+    case DType::kInt32:
+      return "I32";
   }
   CAIRN_FAIL("save_safetensors: unknown dtype ", int(dtype));
 }
@@ -151,8 +154,8 @@ Shape parse_shape(const Json& value, const std::string& name, DType dtype, uint6
   Shape shape;
   int64_t numel = 1;
   for (const Json& dim : value) {
-    LOAD_CHECK(dim.is_number_integer(), "tensor '", name,
-               "': shape entries must be integers, got ", dim.dump());
+    LOAD_CHECK(dim.is_number_integer(), "tensor '", name, "': shape entries must be integers, got ",
+               dim.dump());
     LOAD_CHECK(dim.is_number_unsigned(), "tensor '", name, "': negative dimension ", dim.dump());
     const uint64_t size = dim.get<uint64_t>();
     LOAD_CHECK(size <= uint64_t(INT64_MAX), "tensor '", name, "': dimension ", size,
@@ -162,7 +165,8 @@ Shape parse_shape(const Json& value, const std::string& name, DType dtype, uint6
     shape.push_back(int64_t(size));
   }
   LOAD_CHECK(!__builtin_mul_overflow(uint64_t(numel), uint64_t(dtype_size(dtype)), &bytes),
-             "tensor '", name, "': the shape ", value.dump(), " has more bytes than uint64 can count");
+             "tensor '", name, "': the shape ", value.dump(),
+             " has more bytes than uint64 can count");
   return shape;
 }
 
@@ -187,9 +191,9 @@ Entry parse_entry(const std::string& name, const Json& info, uint64_t data_bytes
   entry.end = offsets[1].get<uint64_t>();
   LOAD_CHECK(entry.begin <= entry.end, "tensor '", name, "': data_offsets ", offsets.dump(),
              " end before they begin");
-  LOAD_CHECK(entry.end - entry.begin == bytes, "tensor '", name, "': data_offsets ",
-             offsets.dump(), " span ", entry.end - entry.begin, " bytes, but ",
-             dtype_name(entry.dtype), " ", shape_str(entry.shape), " needs ", bytes);
+  LOAD_CHECK(entry.end - entry.begin == bytes, "tensor '", name, "': data_offsets ", offsets.dump(),
+             " span ", entry.end - entry.begin, " bytes, but ", dtype_name(entry.dtype), " ",
+             shape_str(entry.shape), " needs ", bytes);
   LOAD_CHECK(entry.end <= data_bytes, "tensor '", name, "': data_offsets ", offsets.dump(),
              " reach past the end of the ", data_bytes, "-byte data section");
   return entry;
@@ -209,17 +213,18 @@ std::map<std::string, std::string> parse_metadata(const Json& value, const std::
 
 // The format requires the tensors to tile the data section exactly: no overlaps (which would let
 // two tensors alias) and no holes (bytes nobody accounts for).
-void check_tiling(std::vector<const Entry*> entries, uint64_t data_bytes,
-                  const std::string& path) {
-  std::stable_sort(entries.begin(), entries.end(),
-                   [](const Entry* a, const Entry* b) { return a->begin < b->begin; });
+void check_tiling(std::vector<const Entry*> entries, uint64_t data_bytes, const std::string& path) {
+  // By (begin, end), as the reference does: a zero-size tensor may sit at the offset where the
+  // next one begins (the reference writer puts it there), and must sort before it.
+  std::stable_sort(entries.begin(), entries.end(), [](const Entry* a, const Entry* b) {
+    return a->begin != b->begin ? a->begin < b->begin : a->end < b->end;
+  });
   uint64_t covered = 0;
   const Entry* previous = nullptr;
   for (const Entry* entry : entries) {
     if (entry->begin < covered) {
-      LOAD_FAIL("tensor '", entry->name, "' begins at byte ", entry->begin,
-                ", inside tensor '", previous->name, "' (which ends at byte ", covered,
-                "): tensors must not overlap");
+      LOAD_FAIL("tensor '", entry->name, "' begins at byte ", entry->begin, ", inside tensor '",
+                previous->name, "' (which ends at byte ", covered, "): tensors must not overlap");
     }
     if (entry->begin > covered) {
       LOAD_FAIL("tensor '", entry->name, "' begins at byte ", entry->begin, ", leaving a hole of ",
@@ -252,10 +257,9 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   for (const auto& [name, tensor] : tensors) {
     CAIRN_CHECK(name != kMetadataKey, "save_safetensors: ", path, ": the name \"", kMetadataKey,
                 "\" is reserved for the metadata");
-    CAIRN_CHECK(seen.insert(name).second, "save_safetensors: ", path,
-                ": duplicate tensor name '", name, "'");
-    CAIRN_CHECK(tensor.defined(), "save_safetensors: ", path, ": tensor '", name,
-                "' is undefined");
+    CAIRN_CHECK(seen.insert(name).second, "save_safetensors: ", path, ": duplicate tensor name '",
+                name, "'");
+    CAIRN_CHECK(tensor.defined(), "save_safetensors: ", path, ": tensor '", name, "' is undefined");
     Json info = Json::object();
     info["dtype"] = safetensors_dtype(tensor.dtype());
     info["shape"] = tensor.shape();
@@ -268,13 +272,12 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   try {
     text = header.dump(-1, ' ', false, Json::error_handler_t::strict);
   } catch (const nlohmann::json::exception& error) {
-    CAIRN_FAIL("save_safetensors: ", path, ": a tensor name or metadata string is not valid UTF-8 (",
-               error.what(), ")");
+    CAIRN_FAIL("save_safetensors: ", path,
+               ": a tensor name or metadata string is not valid UTF-8 (", error.what(), ")");
   }
   // Trailing spaces are JSON whitespace: every reader ignores them.
-  text.append((kDataAlignment - (kLengthFieldBytes + text.size()) % kDataAlignment) %
-                  kDataAlignment,
-              ' ');
+  text.append(
+      (kDataAlignment - (kLengthFieldBytes + text.size()) % kDataAlignment) % kDataAlignment, ' ');
   unsigned char length[kLengthFieldBytes];
   for (size_t i = 0; i < kLengthFieldBytes; ++i) {
     length[i] = static_cast<unsigned char>(uint64_t(text.size()) >> (8 * i));
@@ -345,9 +348,9 @@ SafetensorsFile load_safetensors(const std::string& path) {
     Tensor tensor = Tensor::empty(entry.shape, Device::cpu(), entry.dtype);
     if (tensor.nbytes() > 0) {
       const uint64_t position = kLengthFieldBytes + header_bytes + entry.begin;
-      LOAD_CHECK(position <= uint64_t(INT64_MAX) &&
-                     ::fseeko(file.get(), off_t(position), SEEK_SET) == 0,
-                 "cannot seek to tensor '", entry.name, "': ", std::strerror(errno));
+      LOAD_CHECK(
+          position <= uint64_t(INT64_MAX) && ::fseeko(file.get(), off_t(position), SEEK_SET) == 0,
+          "cannot seek to tensor '", entry.name, "': ", std::strerror(errno));
       const std::string what = "tensor '" + entry.name + "'";
       read_exact(file.get(), tensor.raw_data(), tensor.nbytes(), path, what.c_str());
     }

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "cairn/core/error.h"  // the cairn::Error these functions throw
 #include "cairn/core/tensor.h"
 
 namespace cairn {

@@ -5,4 +5,9 @@ set(CAIRN_BLOCKS_SOURCES
   blocks/layers.cpp
   blocks/block.cpp
   blocks/safetensors.cpp
+  blocks/idx.cpp
+  blocks/loss.cpp
+  blocks/optimizer.cpp
+  blocks/trainer.cpp
+  blocks/checkpoint.cpp
 )

@@ -1,9 +1,11 @@
 #include "cairn/core/cuda_context.h"
 
+#include <cublasLt.h>
 #include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <array>
+#include <atomic>
 #include <mutex>
 
 #include "cairn/core/error.h"
@@ -17,7 +19,10 @@ struct DeviceState {
   std::once_flag created;
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
+  cublasLtHandle_t lt = nullptr;
 };
+
+std::atomic<kernels::MatmulPrecision> g_precision{kernels::MatmulPrecision::kFloat32};
 
 // Deliberately leaked: destroying streams and handles from a static destructor would race the
 // CUDA runtime's own teardown at exit.
@@ -42,6 +47,7 @@ DeviceState& state_for(const Device& device) {
     DeviceGuard guard(device);
     CAIRN_CUDA_CHECK(cudaStreamCreateWithFlags(&state.stream, cudaStreamNonBlocking));
     CAIRN_CUBLAS_CHECK(cublasCreate(&state.blas));
+    CAIRN_CUBLAS_CHECK(cublasLtCreate(&state.lt));
   });
   return state;
 }
@@ -58,7 +64,15 @@ kernels::BlasHandle blas_handle(const Device& device) {
   DeviceState& state = state_for(device);
   // Binding is cheap and keeps the handle on whichever stream is current for this call.
   CAIRN_CUBLAS_CHECK(cublasSetStream(state.blas, current_stream(device)));
+  CAIRN_CUBLAS_CHECK(cublasSetMathMode(
+      state.blas, g_precision.load() == kernels::MatmulPrecision::kTf32
+                      ? CUBLAS_TF32_TENSOR_OP_MATH
+                      : CUBLAS_DEFAULT_MATH));
   return state.blas;
+}
+
+kernels::LtHandle lt_handle(const Device& device) {
+  return reinterpret_cast<kernels::LtHandle>(state_for(device).lt);
 }
 
 DeviceGuard::DeviceGuard(const Device& device) {
@@ -114,3 +128,8 @@ void check_host_sync_allowed(const Device& device, const char* what) {
 }
 
 }  // namespace cairn::cuda
+
+namespace cairn {
+void set_matmul_precision(kernels::MatmulPrecision precision) { cuda::g_precision.store(precision); }
+kernels::MatmulPrecision matmul_precision() { return cuda::g_precision.load(); }
+}  // namespace cairn

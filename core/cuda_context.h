@@ -7,6 +7,14 @@
 
 #include "cairn/core/device.h"
 #include "cairn/kernels/common.h"
+#include "cairn/kernels/dense.h"
+
+namespace cairn {
+// float32 products by default; TF32 tensor cores only when asked (set_matmul_precision), for
+// cuBLAS and cuBLASLt alike.
+void set_matmul_precision(kernels::MatmulPrecision precision);
+kernels::MatmulPrecision matmul_precision();
+}  // namespace cairn
 
 namespace cairn::cuda {
 
@@ -15,8 +23,11 @@ using Stream = kernels::StreamHandle;  // == cudaStream_t
 // The stream ops on `device` launch on now: the innermost StreamGuard's, else cairn's own.
 Stream current_stream(const Device& device);
 
-// A cuBLAS handle for `device`, bound to current_stream(device).
+// A cuBLAS handle for `device`, bound to current_stream(device), in the math mode that
+// matmul_precision() asks for.
 kernels::BlasHandle blas_handle(const Device& device);
+// The device's cuBLASLt handle (stream-free: cuBLASLt takes the stream per call).
+kernels::LtHandle lt_handle(const Device& device);
 
 // Makes `device` the current CUDA device for the calling thread while in scope.
 class DeviceGuard {

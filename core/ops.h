@@ -71,6 +71,11 @@ Tensor matmul(const Tensor& a, const Tensor& b, Transpose transpose_a = Transpos
               Transpose transpose_b = Transpose::kNo);
 // x (N, in) * weight (out, in)^T + bias (out) -> (N, out): a Dense layer's affine map.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
+// relu(linear(...)) or linear(...) with a bias. On a GPU one cuBLASLt call with the bias (and
+// ReLU) epilogue forward, and one with the bias-gradient epilogue for dW and db backward; on the
+// CPU the same function composed from the ops above.
+enum class DenseActivation { kNone, kRelu };
+Tensor dense(const Tensor& x, const Tensor& weight, const Tensor& bias, DenseActivation activation);
 
 // ---- Shape ----
 Tensor reshape(const Tensor& x, const Shape& shape);  // shares the data; -1 is inferred

@@ -13,5 +13,6 @@ set(CAIRN_CORE_SOURCES
   core/ops/reduce_ops.cpp
   core/ops/softmax_ops.cpp
   core/ops/matmul_ops.cpp
+  core/ops/dense_ops.cpp
   core/ops/shape_ops.cpp
   core/ops/loss_ops.cpp)

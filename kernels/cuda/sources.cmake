@@ -7,6 +7,7 @@ set(CAIRN_KERNELS_CUDA_SOURCES
   kernels/cuda/bias_grad.cu
   kernels/cuda/softmax.cu
   kernels/cuda/gemm.cu
+  kernels/cuda/dense_lt.cu
   kernels/cuda/random.cu
   kernels/cuda/optimizer.cu
   kernels/cuda/loss.cu)
