@@ -29,7 +29,8 @@ std::string join(const std::string& prefix, const std::string& name) {
 }  // namespace
 
 Tensor Block::operator()(const Tensor& x) {
-  Tensor y = forward(x);
+  Tensor y = hybrid_ ? hybrid_->run(describe(), x, [this](const Tensor& in) { return forward(in); })
+                     : forward(x);
   if (t_recorder != nullptr) t_recorder->notify(*this, y);
   return y;
 }
@@ -132,6 +133,14 @@ void Block::load_parameters(const std::string& path, const Device& device) {
     const ParameterPtr& parameter = params.at(file_name);
     parameter->set_data(tensor, parameter->is_initialized() ? parameter->device() : device);
   }
+}
+
+void Block::hybridize(bool enabled, HybridizeOptions options) {
+  hybrid_ = enabled ? std::make_unique<HybridForward>(options) : nullptr;
+}
+
+std::string Block::hybridize_reason() const {
+  return hybrid_ ? hybrid_->eager_reason() : std::string("not hybridized");
 }
 
 std::ostream& operator<<(std::ostream& out, const Block& block) {

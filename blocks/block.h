@@ -13,6 +13,7 @@
 #include <utility>
 #include <vector>
 
+#include "cairn/blocks/hybridize.h"
 #include "cairn/blocks/initializer.h"
 #include "cairn/blocks/parameter.h"
 #include "cairn/core/tensor.h"
@@ -70,6 +71,13 @@ class Block {
   void save_parameters(const std::string& path) const;
   void load_parameters(const std::string& path, const Device& device = default_device());
 
+  // Captures this block's forward as a CUDA graph per input shape on a GPU (see hybridize.h).
+  // Not while recording (training steps are captured whole with CapturedStep) and never on the
+  // CPU. A forward that cannot be captured stays eager; hybridize_reason() says why.
+  void hybridize(bool enabled = true, HybridizeOptions options = {});
+  bool hybridized() const { return hybrid_ != nullptr; }
+  std::string hybridize_reason() const;
+
  protected:
   void add_child(const std::string& name, std::shared_ptr<Block> block);
 
@@ -80,6 +88,7 @@ class Block {
   std::string type_name_;
   std::vector<std::pair<std::string, std::shared_ptr<Block>>> children_;
   std::vector<std::pair<std::string, ParameterPtr>> parameters_;
+  std::unique_ptr<HybridForward> hybrid_;
 };
 
 using BlockPtr = std::shared_ptr<Block>;

@@ -66,16 +66,16 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Bloc
     if (stored == nullptr) {
       problems += "\n  '" + name + "': missing from the file";
     } else if (stored->dtype() != DType::kFloat32) {
-      problems += "\n  '" + name + "': file has " + dtype_name(stored->dtype()) +
-                  ", expected float32";
+      problems +=
+          "\n  '" + name + "': file has " + dtype_name(stored->dtype()) + ", expected float32";
     } else if (parameter->shape_known() ? stored->shape() != parameter->shape()
                                         : stored->ndim() != int64_t(parameter->shape().size())) {
       problems += "\n  '" + name + "': file has shape " + shape_str(stored->shape()) +
                   ", the network expects " + shape_str(parameter->shape());
     }
   }
-  CAIRN_CHECK(problems.empty(), "load_checkpoint: ", path, " does not match the network:",
-              problems);
+  CAIRN_CHECK(problems.empty(), "load_checkpoint: ", path,
+              " does not match the network:", problems);
   try {
     trainer.check_state(slots, file.metadata);
   } catch (const Error& error) {

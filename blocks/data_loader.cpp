@@ -60,7 +60,7 @@ LabelledImages load_fashion_mnist(const std::string& dir, bool train) {
 }
 
 std::vector<int64_t> seeded_permutation(int64_t count, uint64_t seed) {
-  std::vector<int64_t> order(size_t(count));
+  std::vector<int64_t> order(static_cast<size_t>(count));
   for (int64_t i = 0; i < count; ++i) order[size_t(i)] = i;
   uint64_t state = seed;
   for (int64_t i = count - 1; i > 0; --i) {

@@ -196,8 +196,11 @@ IdxArray read_idx(const std::string& path) {
 
   IdxArray array;
   array.shape.assign(dims.begin(), dims.end());
-  // Grow with the data actually present, never to what the header merely claims.
-  array.data.reserve(size_t(std::min<uint64_t>(expected, 64 * kReadChunk)));
+  // Grow with the data actually present, never to what the header merely claims: a plain file
+  // cannot hold more than its size, and a gzip stream's size is unknown until it is decoded, so
+  // there the vector starts modest and grows as bytes arrive.
+  const uint64_t plausible = gzdirect(file.get()) ? uint64_t(info.st_size) : 16 * kReadChunk;
+  array.data.reserve(size_t(std::min(expected, plausible)));
   while (array.data.size() < expected) {
     const size_t old_size = array.data.size();
     const size_t piece = size_t(std::min<uint64_t>(expected - old_size, kReadChunk));

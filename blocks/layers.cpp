@@ -49,7 +49,10 @@ Dense::Dense(int64_t units, std::string activation, int64_t in_units, bool use_b
   CAIRN_CHECK(in_units >= 0, "Dense: in_units must be >= 0 (0 = inferred), got ", in_units);
   Activation::validate(activation_);
   weight_ = register_parameter("weight", {units, in_units});
-  if (use_bias) bias_ = register_parameter("bias", {units});
+  if (use_bias) {
+    bias_ = register_parameter("bias", {units});
+    bias_->set_initializer(init::zeros());  // Gluon's default bias_initializer
+  }
   weight_->set_owner(describe());
   if (bias_) bias_->set_owner(describe());
 }

@@ -116,7 +116,9 @@ void SGD::update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots,
   float* velocity = slots.empty() ? nullptr : slots[0].data();
   ops::detail::dispatch(
       weight.device(),
-      [&] { kernels::cpu::sgd_update(weight.data(), grad.data(), velocity, weight.numel(), config); },
+      [&] {
+        kernels::cpu::sgd_update(weight.data(), grad.data(), velocity, weight.numel(), config);
+      },
       [&](cuda::Stream stream) {
         kernels::cuda::sgd_update(weight.data(), grad.data(), velocity, weight.numel(), config,
                                   stream);
@@ -124,9 +126,8 @@ void SGD::update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots,
 }
 
 std::map<std::string, float> SGD::hyperparameters() const {
-  return {{"learning_rate", learning_rate()},
-          {"momentum", momentum_},
-          {"weight_decay", weight_decay_}};
+  return {
+      {"learning_rate", learning_rate()}, {"momentum", momentum_}, {"weight_decay", weight_decay_}};
 }
 
 void SGD::set_hyperparameters(const std::map<std::string, float>& values) {
@@ -149,8 +150,8 @@ Adam::Adam(float learning_rate, float beta1, float beta2, float epsilon, float w
   check_unit_interval("Adam", "beta1", beta1);
   check_unit_interval("Adam", "beta2", beta2);
   // epsilon keeps the step finite where a gradient has been exactly zero so far (0 / 0 otherwise).
-  CAIRN_CHECK(std::isfinite(epsilon) && epsilon > 0.0f, "Adam: epsilon must be finite and > 0, got ",
-              epsilon);
+  CAIRN_CHECK(std::isfinite(epsilon) && epsilon > 0.0f,
+              "Adam: epsilon must be finite and > 0, got ", epsilon);
   check_weight_decay("Adam", weight_decay);
 }
 
@@ -178,13 +179,16 @@ void Adam::update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots
 }
 
 std::map<std::string, float> Adam::hyperparameters() const {
-  return {{"learning_rate", learning_rate()}, {"beta1", beta1_},   {"beta2", beta2_},
-          {"epsilon", epsilon_},              {"weight_decay", weight_decay_}};
+  return {{"learning_rate", learning_rate()},
+          {"beta1", beta1_},
+          {"beta2", beta2_},
+          {"epsilon", epsilon_},
+          {"weight_decay", weight_decay_}};
 }
 
 void Adam::set_hyperparameters(const std::map<std::string, float>& values) {
-  const std::vector<float> v = take_hyperparameters(
-      values, {"learning_rate", "beta1", "beta2", "epsilon", "weight_decay"});
+  const std::vector<float> v =
+      take_hyperparameters(values, {"learning_rate", "beta1", "beta2", "epsilon", "weight_decay"});
   static_cast<void>(Adam(v[0], v[1], v[2], v[3], v[4]));
   set_learning_rate(v[0]);
   beta1_ = v[1];

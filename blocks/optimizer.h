@@ -32,8 +32,8 @@ class Optimizer {
   // Moves `weight` one step along `grad` (both on one device, same shape), reading and writing
   // `slots` (slot_names() order, same shape and device). `step` is this parameter's 1-based update
   // count (Adam's bias correction); the raw gradient is multiplied by grad_scale first.
-  virtual void update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots,
-                      int64_t step, float grad_scale) const = 0;
+  virtual void update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots, int64_t step,
+                      float grad_scale) const = 0;
 
   // Every hyperparameter by name, the learning rate included; set_hyperparameters() takes the
   // same names back (all of them, validated as the constructor does) when a checkpoint is loaded.

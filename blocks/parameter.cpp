@@ -49,9 +49,10 @@ void Parameter::allocate_and_fill(const InitializerPtr& init, const Device& devi
   pending_init_ = nullptr;
 }
 
-void Parameter::initialize(const InitializerPtr& init, const Device& device, uint64_t seed,
+void Parameter::initialize(const InitializerPtr& given, const Device& device, uint64_t seed,
                            bool force_reinit) {
   if (is_initialized() && !force_reinit) return;
+  const InitializerPtr& init = own_init_ != nullptr ? own_init_ : given;
   if (force_reinit) data_ = Tensor();
   if (!shape_known()) {
     // Deferred: remember how, and finish in infer_shape() at the first forward.

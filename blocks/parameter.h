@@ -30,6 +30,9 @@ class Parameter {
   bool is_constant() const { return constant_; }
   GradReq grad_req() const { return grad_req_; }
   void set_grad_req(GradReq request);  // constants keep kNull
+  // An initializer of the parameter's own that wins over the one initialize() is given, as
+  // Gluon's Dense(bias_initializer='zeros') does for biases.
+  void set_initializer(InitializerPtr init) { own_init_ = std::move(init); }
   // Who owns this parameter, for messages ("Dense(256, relu)"); set by Block::register_parameter.
   void set_owner(std::string owner) { owner_ = std::move(owner); }
 
@@ -64,6 +67,7 @@ class Parameter {
   bool constant_ = false;
   Tensor constant_value_;
   std::string owner_;
+  InitializerPtr own_init_;
   Tensor data_;
   InitializerPtr pending_init_;
   Device pending_device_ = Device::cpu();

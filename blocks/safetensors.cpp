@@ -320,12 +320,22 @@ SafetensorsFile load_safetensors(const std::string& path) {
   std::string text(header_bytes, '\0');
   read_exact(file.get(), text.data(), text.size(), path, "the header");
   Json header;
+  // JSON parsers keep one of two equal keys silently; a duplicated tensor name is corruption.
+  std::set<std::string> names;
+  const Json::parser_callback_t reject_duplicates = [&](int depth, Json::parse_event_t event,
+                                                        Json& parsed) {
+    if (depth == 1 && event == Json::parse_event_t::key) {
+      LOAD_CHECK(names.insert(parsed.get<std::string>()).second, "the header names '",
+                 parsed.get<std::string>(), "' twice");
+    }
+    return true;
+  };
   try {
-    header = Json::parse(text);
+    header = Json::parse(text, reject_duplicates);
   } catch (const nlohmann::json::exception& error) {
     LOAD_FAIL("the header is not valid JSON: ", error.what());
   }
-  LOAD_CHECK(header.is_object(), "the header must be a JSON object, got a ", header.type_name());
+  LOAD_CHECK(header.is_object(), "the header must be a JSON object, got ", header.type_name());
 
   SafetensorsFile result;
   std::vector<Entry> entries;

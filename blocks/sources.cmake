@@ -4,10 +4,12 @@ set(CAIRN_BLOCKS_SOURCES
   blocks/parameter.cpp
   blocks/layers.cpp
   blocks/block.cpp
+  blocks/hybridize.cpp
   blocks/safetensors.cpp
   blocks/idx.cpp
   blocks/loss.cpp
   blocks/optimizer.cpp
   blocks/trainer.cpp
   blocks/checkpoint.cpp
+  blocks/data_loader.cpp
 )

@@ -1,5 +1,7 @@
 #include "cairn/blocks/trainer.h"
 
+#include "cairn/core/cuda_graph.h"
+
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -70,6 +72,12 @@ Trainer::Trainer(const ParameterDict& params, std::shared_ptr<Optimizer> optimiz
 void Trainer::step(int64_t batch_size) {
   CAIRN_CHECK(batch_size > 0, "Trainer::step: batch_size must be positive, got ", batch_size);
   const float grad_scale = 1.0f / static_cast<float>(batch_size);
+  // A captured graph replays its kernels with the arguments they were captured with. Adam's bias
+  // correction depends on the step count, so a captured Adam step would repeat one step's
+  // correction forever: refuse, and the caller (CapturedStep) stays eager and says why.
+  CAIRN_CHECK(cuda::capture_pool() == nullptr || optimizer_->name() != "adam",
+              "Trainer::step: Adam's bias correction changes every step and cannot be frozen into "
+              "a captured CUDA graph; capture SGD steps, or run Adam steps eagerly");
   // Check every parameter first, so that a failure leaves none of them half a step ahead.
   for (const Entry& entry : entries_) {
     const Parameter& parameter = *entry.parameter;
@@ -149,12 +157,16 @@ Trainer::ParsedState Trainer::parse_state(
 
   // The optimizer: same kind, hyperparameters tried on a copy first.
   std::vector<std::string> slot_names;
+  // Another optimizer's slots would each be reported as unknown: one line about the kind says it.
+  bool check_slot_names = true;
   const auto kind = metadata.find(kOptimizerKey);
   if (kind == metadata.end()) {
     problems += "\n  no '" + std::string(kOptimizerKey) + "' entry in the metadata";
+    check_slot_names = false;
   } else if (kind->second != optimizer_->name()) {
     problems += "\n  the state is for optimizer '" + kind->second + "', this trainer uses '" +
                 optimizer_->name() + "'";
+    check_slot_names = false;
   } else {
     for (const auto& [key, text] : metadata) {
       if (!starts_with(key, kHyperparameterPrefix)) continue;
@@ -171,6 +183,7 @@ Trainer::ParsedState Trainer::parse_state(
       slot_names = trial->slot_names();
     } catch (const Error& error) {
       problems += "\n  " + std::string(error.what());
+      slot_names = optimizer_->slot_names();  // still check the tensors against something
     }
   }
 
@@ -181,14 +194,15 @@ Trainer::ParsedState Trainer::parse_state(
   } else if (const std::optional<int64_t> value = parse_count(steps->second)) {
     parsed.steps = *value;
   } else {
-    problems += "\n  '" + std::string(kStepsKey) + "': cannot read '" + steps->second +
-                "' as a step count";
+    problems +=
+        "\n  '" + std::string(kStepsKey) + "': cannot read '" + steps->second + "' as a step count";
   }
   for (const auto& [key, text] : metadata) {
     if (!starts_with(key, "trainer.") || key == kStepsKey) continue;
-    const std::optional<size_t> index = starts_with(key, kUpdatesPrefix)
-                                            ? entry_index(key.substr(std::string(kUpdatesPrefix).size()))
-                                            : std::nullopt;
+    const std::optional<size_t> index =
+        starts_with(key, kUpdatesPrefix)
+            ? entry_index(key.substr(std::string(kUpdatesPrefix).size()))
+            : std::nullopt;
     const std::optional<int64_t> value = parse_count(text);
     if (!index) {
       problems += "\n  '" + key + "': not a parameter of this trainer";
@@ -200,9 +214,8 @@ Trainer::ParsedState Trainer::parse_state(
   }
 
   // The slots: "<parameter>.<slot>", parameter names having dots of their own.
-  std::vector<std::vector<std::optional<Tensor>>> found(entries_.size(),
-                                                        std::vector<std::optional<Tensor>>(
-                                                            slot_names.size()));
+  std::vector<std::vector<std::optional<Tensor>>> found(
+      entries_.size(), std::vector<std::optional<Tensor>>(slot_names.size()));
   for (const auto& [name, tensor] : tensors) {
     const size_t dot = name.rfind('.');
     const std::optional<size_t> index =
@@ -212,6 +225,7 @@ Trainer::ParsedState Trainer::parse_state(
                   (dot == std::string::npos ? name : name.substr(0, dot)) + "'";
       continue;
     }
+    if (!check_slot_names) continue;
     const std::string slot = name.substr(dot + 1);
     size_t which = slot_names.size();
     for (size_t i = 0; i < slot_names.size(); ++i) {
@@ -247,8 +261,8 @@ Trainer::ParsedState Trainer::parse_state(
     }
     for (const auto& slot : found[i]) parsed.slots[i].push_back(*slot);
   }
-  CAIRN_CHECK(problems.empty(), "Trainer::load_state: the state does not match this trainer:",
-              problems);
+  CAIRN_CHECK(problems.empty(),
+              "Trainer::load_state: the state does not match this trainer:", problems);
   return parsed;
 }
 
@@ -266,8 +280,8 @@ void Trainer::load_state(const NamedTensors& tensors,
     Entry& entry = entries_[i];
     entry.updates = parsed.updates[i];
     entry.slots.clear();
-    const Device device = entry.parameter->is_initialized() ? entry.parameter->device()
-                                                            : Device::cpu();
+    const Device device =
+        entry.parameter->is_initialized() ? entry.parameter->device() : Device::cpu();
     // Own copies: the caller's tensors must not alias the state that later steps update.
     for (const Tensor& slot : parsed.slots[i]) {
       entry.slots.push_back(slot.device() == device ? slot.clone() : slot.to(device));

@@ -76,6 +76,22 @@ void CachingAllocator::empty_cache() {
   release_cached_locked();
 }
 
+void CachingAllocator::release_pool(const void* key) noexcept {
+  std::lock_guard<std::mutex> lock(mutex_);
+  for (auto it = free_lists_.begin(); it != free_lists_.end();) {
+    if (it->first.first != key) {
+      ++it;
+      continue;
+    }
+    for (void* ptr : it->second) {
+      raw_->release(ptr);
+      ++stats_.raw_frees;
+      stats_.bytes_reserved -= int64_t(it->first.second);
+    }
+    it = free_lists_.erase(it);
+  }
+}
+
 void CachingAllocator::release_cached_locked() {
   for (auto& [key, blocks] : free_lists_) {
     for (void* ptr : blocks) {

@@ -51,6 +51,8 @@ class CachingAllocator {
   void deallocate(void* ptr) noexcept;
 
   void empty_cache();  // gives every cached (free) block back to the raw allocator
+  // Gives back the cached blocks of one key (a CUDA graph's private pool, when the graph dies).
+  void release_pool(const void* key) noexcept;
   AllocatorStats stats() const;
   void reset_peak();
 

@@ -3,6 +3,7 @@ set(CAIRN_CORE_SOURCES
   core/error.cpp
   core/device.cpp
   core/cuda_context.cpp
+  core/cuda_graph.cpp
   core/allocator.cpp
   core/storage.cpp
   core/shape.cpp

@@ -9,6 +9,7 @@
 
 #include "cairn/core/allocator.h"
 #include "cairn/core/cuda_context.h"
+#include "cairn/core/cuda_graph.h"
 #include "cairn/core/error.h"
 
 namespace cairn {
@@ -32,7 +33,11 @@ std::shared_ptr<Storage> Storage::allocate(size_t bytes, const Device& device) {
   void* data = nullptr;
   if (bytes > 0) {
     if (device.is_cuda()) {
-      data = cuda_allocator(device.index()).allocate(bytes, cuda::current_stream(device));
+      // While a CUDA graph is captured its allocations come from its private pool (see
+      // cuda_graph.h); otherwise blocks are keyed by the stream that will use them.
+      const void* pool = cuda::capture_pool();
+      data = cuda_allocator(device.index())
+                 .allocate(bytes, pool != nullptr ? pool : cuda::current_stream(device));
     } else {
       const size_t rounded = (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
       CAIRN_CHECK(rounded >= bytes, "out of host memory: ", bytes, " bytes is not addressable");

@@ -1,4 +1,6 @@
 // Binary elementwise ops with broadcast, and their backward passes.
+#include <optional>
+
 #include "cairn/core/autograd.h"
 #include "cairn/core/ops.h"
 #include "cairn/core/ops/op_support.h"
@@ -10,8 +12,8 @@ namespace {
 using kernels::BinaryOp;
 using kernels::Broadcast;
 
-// How b lies over a, or an error naming the op and both shapes.
-Broadcast broadcast_of(const char* op, const Tensor& a, const Tensor& b) {
+// How b lies over a, if it can.
+std::optional<Broadcast> try_broadcast(const Tensor& a, const Tensor& b) {
   if (a.shape() == b.shape()) return Broadcast::kNone;
   if (b.numel() == 1) return Broadcast::kScalar;
   const int64_t cols = detail::cols_of(a);
@@ -21,6 +23,10 @@ Broadcast broadcast_of(const char* op, const Tensor& a, const Tensor& b) {
   if (a.ndim() >= 1 && b_is_row) return Broadcast::kRow;
   const bool b_is_column = a.ndim() == 2 && b.ndim() == 2 && b.dim(0) == rows && b.dim(1) == 1;
   if (b_is_column) return Broadcast::kColumn;
+  return std::nullopt;
+}
+
+[[noreturn]] void fail_broadcast(const char* op, const Tensor& a, const Tensor& b) {
   CAIRN_FAIL(op, ": cannot broadcast shape ", shape_str(b.shape()), " over ", shape_str(a.shape()),
              " (b must match a, have one element, match a's last dimension, or be (rows, 1))");
 }
@@ -61,10 +67,13 @@ Checked check_binary(const char* op, const Tensor& a, const Tensor& b, bool comm
   detail::check_float(op, a, "a");
   detail::check_float(op, b, "b");
   detail::check_same_device(op, a, b);
-  // Broadcast goes from the smaller operand onto the larger; the recorded node keeps the swapped
-  // order, so the gradients still reach the right inputs.
-  if (commutes && a.numel() < b.numel()) return Checked{b, a, broadcast_of(op, b, a)};
-  return Checked{a, b, broadcast_of(op, a, b)};
+  if (const auto broadcast = try_broadcast(a, b)) return Checked{a, b, *broadcast};
+  // A commuting op also takes the broadcast operand first (bias + x); the recorded node keeps
+  // the swapped order, so the gradients still reach the right inputs.
+  if (commutes) {
+    if (const auto broadcast = try_broadcast(b, a)) return Checked{b, a, *broadcast};
+  }
+  fail_broadcast(op, a, b);
 }
 
 }  // namespace

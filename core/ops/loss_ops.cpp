@@ -54,8 +54,7 @@ Tensor l2_loss(const Tensor& pred, const Tensor& label) {
       pred.device(),
       [&] { kernels::cpu::l2_loss_forward(pred.data(), target.data(), rows, cols, loss.data()); },
       [&](cuda::Stream stream) {
-        kernels::cuda::l2_loss_forward(pred.data(), target.data(), rows, cols, loss.data(),
-                                       stream);
+        kernels::cuda::l2_loss_forward(pred.data(), target.data(), rows, cols, loss.data(), stream);
       });
   const Tensor saved_pred = pred.detach();
   const Tensor saved_label = target.detach();

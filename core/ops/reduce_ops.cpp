@@ -156,6 +156,7 @@ Tensor argmax_rows(const Tensor& x) {
   CAIRN_CHECK(cols > 0 || rows == 0, kOp, ": rows of length 0 have no maximum (shape ",
               shape_str(x.shape()), ")");
   Tensor out = Tensor::empty({rows}, x.device(), DType::kInt32);
+  if (rows == 0) return out;
   detail::dispatch(
       x.device(), [&] { kernels::cpu::argmax_rows(x.data(), rows, cols, out.data_int32()); },
       [&](cuda::Stream stream) {

@@ -38,8 +38,8 @@ void l2_loss_backward(const float* pred, const float* label, const float* dloss,
     const double scale = static_cast<double>(dloss[r]) * inv_cols;
     for (int64_t c = 0; c < cols; ++c) {
       const int64_t i = r * cols + c;
-      dpred[i] = static_cast<float>(
-          scale * (static_cast<double>(pred[i]) - static_cast<double>(label[i])));
+      dpred[i] = static_cast<float>(scale *
+                                    (static_cast<double>(pred[i]) - static_cast<double>(label[i])));
     }
   }
 }

@@ -43,8 +43,8 @@ __global__ void l2_loss_forward_warp_kernel(const float* pred, const float* labe
   const int64_t first = blockIdx.x * int64_t(kWarpsPerBlock) + threadIdx.x / kWarpThreads;
   const int64_t stride = gridDim.x * int64_t(kWarpsPerBlock);
   for (int64_t row = first; row < rows; row += stride) {
-    float sum = partial_squared_error(pred + row * cols, label + row * cols, cols, lane,
-                                      kWarpThreads);
+    float sum =
+        partial_squared_error(pred + row * cols, label + row * cols, cols, lane, kWarpThreads);
     for (int offset = kWarpThreads / 2; offset > 0; offset /= 2) {
       sum += __shfl_down_sync(0xffffffffu, sum, offset);
     }

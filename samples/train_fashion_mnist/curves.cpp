@@ -1,6 +1,8 @@
 #include "curves.h"
 
 #include <algorithm>
+#include <cmath>
+#include <stdexcept>
 #include <cstdio>
 #include <fstream>
 #include <sstream>

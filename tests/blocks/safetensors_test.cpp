@@ -344,8 +344,8 @@ TEST_F(Safetensors, InvalidJsonReportsTheParserMessage) {
 }
 
 TEST_F(Safetensors, HeaderMustBeAnObject) {
-  expect_corrupt(file_with_header("[1, 2]", 0), "must be a JSON object, got a array");
-  expect_corrupt(file_with_header("null    ", 0), "must be a JSON object, got a null");
+  expect_corrupt(file_with_header("[1, 2]", 0), "must be a JSON object, got array");
+  expect_corrupt(file_with_header("null    ", 0), "must be a JSON object, got null");
 }
 
 TEST_F(Safetensors, EntryMustBeAnObjectWithAllThreeKeys) {
@@ -461,6 +461,19 @@ TEST_F(Safetensors, HolesAndUnaccountedBytesInTheDataSection) {
   expect_corrupt(
       file_with_header(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})", 9),
       "the data section is 9 bytes, but the tensors cover only the first 4");
+}
+
+TEST_F(Safetensors, DuplicateNamesInTheHeader) {
+  expect_corrupt(
+      file_with_header(R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}, )"
+                       R"("a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
+                       8),
+      "the header names 'a' twice");
+  // Equal keys deeper down are not tensor names: those are left to the entry checks.
+  const std::string nested =
+      R"({"a": {"dtype": "F32", "dtype": "F32", "shape": [1], "data_offsets": [0, 4]}})";
+  write_file(path("nested.safetensors"), file_with_header(nested, 4));
+  EXPECT_EQ(load_safetensors(path("nested.safetensors")).tensors.size(), 1u);
 }
 
 TEST_F(Safetensors, MetadataMustMapStringsToStrings) {

@@ -79,30 +79,43 @@ TEST(Losses, L2MatchesHandComputedValues) {
 TEST(Losses, L2TakesOneValueASampleWithOrWithoutTheTrailingOne) {
   // 0.5 * (pred - label)^2 per sample: 0.5 * 4, 0.5 * 0.25.
   const std::vector<float> expected = {2.0f, 0.125f};
-  expect_close(ops::l2_loss(values({3, 1}, {2}), values({1, 1.5f}, {2})).to_vector(), expected,
+  expect_close(ops::l2_loss(values({3, 1}, {2}), values({1, 1.5f}, {2})).to_vector(), expected, 0,
+               0);
+  expect_close(ops::l2_loss(values({3, 1}, {2, 1}), values({1, 1.5f}, {2})).to_vector(), expected,
                0, 0);
-  expect_close(ops::l2_loss(values({3, 1}, {2, 1}), values({1, 1.5f}, {2})).to_vector(),
-               expected, 0, 0);
-  expect_close(ops::l2_loss(values({3, 1}, {2}), values({1, 1.5f}, {2, 1})).to_vector(),
-               expected, 0, 0);
+  expect_close(ops::l2_loss(values({3, 1}, {2}), values({1, 1.5f}, {2, 1})).to_vector(), expected,
+               0, 0);
 }
 
 TEST(Losses, L2RejectsMismatchedShapesAndDtypes) {
-  expect_error([] { ops::l2_loss(values({1, 2, 3, 4}, {2, 2}), values({1, 2}, {2})); },
-               {"l2_loss", "(2)", "(2, 2)"});
-  expect_error([] { ops::l2_loss(values({1, 2, 3, 4}, {1, 2, 2}), values({1, 2, 3, 4}, {1, 2, 2})); },
-               {"l2_loss", "(N, C) or (N)", "(1, 2, 2)"});
-  expect_error([] { ops::l2_loss(values({}, {2, 0}), values({}, {2, 0})); },
-               {"l2_loss", "at least one value"});
   expect_error(
-      [] { ops::l2_loss(values({1, 2}, {2}), Tensor::from_int32({1, 2}, {2}, kCpu)); },
+      [] {
+        ops::l2_loss(values({1, 2, 3, 4}, {2, 2}), values({1, 2}, {2}));
+      },
+      {"l2_loss", "label shape (2,)", "pred shape (2, 2)"});
+  expect_error(
+      [] {
+        ops::l2_loss(values({1, 2, 3, 4}, {1, 2, 2}), values({1, 2, 3, 4}, {1, 2, 2}));
+      },
+      {"l2_loss", "(N, C) or (N)", "(1, 2, 2)"});
+  expect_error(
+      [] {
+        ops::l2_loss(values({}, {2, 0}), values({}, {2, 0}));
+      },
+      {"l2_loss", "at least one value"});
+  expect_error(
+      [] {
+        ops::l2_loss(values({1, 2}, {2}), Tensor::from_int32({1, 2}, {2}, kCpu));
+      },
       {"l2_loss", "label must be float32", "int32"});
 }
 
 TEST(Losses, AnEmptyBatchGivesAnEmptyLossAndANaNMean) {
-  const Tensor empty = L2Loss(Reduction::kNone)(Tensor::zeros({0, 3}, kCpu), Tensor::zeros({0, 3}, kCpu));
+  const Tensor empty =
+      L2Loss(Reduction::kNone)(Tensor::zeros({0, 3}, kCpu), Tensor::zeros({0, 3}, kCpu));
   EXPECT_EQ(empty.shape(), (Shape{0}));
-  EXPECT_TRUE(std::isnan(L2Loss()(Tensor::zeros({0, 3}, kCpu), Tensor::zeros({0, 3}, kCpu)).item()));
+  EXPECT_TRUE(
+      std::isnan(L2Loss()(Tensor::zeros({0, 3}, kCpu), Tensor::zeros({0, 3}, kCpu)).item()));
 }
 
 // ---- Losses: gradients ----
@@ -364,16 +377,16 @@ TEST(Trainer, LoadStateListsEveryMismatchAndChangesNothing) {
                {"Trainer::load_state", "optimizer 'adam'", "uses 'sgd'"});
 
   Trainer adam(single_parameter({1, 2}, v), std::make_shared<Adam>(0.3f));
-  NamedTensors bad = {{"w.mean", Tensor::zeros({3}, kCpu)}, {"x.mean", Tensor::zeros({2}, kCpu)},
+  NamedTensors bad = {{"w.mean", Tensor::zeros({3}, kCpu)},
+                      {"x.mean", Tensor::zeros({2}, kCpu)},
                       {"w.velocity", Tensor::zeros({2}, kCpu)}};
   auto bad_metadata = metadata;
   bad_metadata["optimizer.beta1"] = "1.5";
   bad_metadata["trainer.steps"] = "many";
   expect_error([&] { adam.load_state(bad, bad_metadata); },
-               {"'w.mean': shape (3)", "'x.mean'", "no slot 'velocity'", "beta1", "'many'"});
+               {"'w.mean': shape (3,)", "'x.mean'", "no slot 'velocity'", "beta1", "'many'"});
   // Half of a parameter's slots.
-  expect_error([&] { adam.load_state({state[0]}, metadata); },
-               {"'w.variance': missing"});
+  expect_error([&] { adam.load_state({state[0]}, metadata); }, {"'w.variance': missing"});
   EXPECT_EQ(adam.steps(), 0);
   EXPECT_FLOAT_EQ(adam.learning_rate(), 0.3f);
   EXPECT_TRUE(adam.state().empty());
@@ -443,33 +456,33 @@ float train_classifier(const OptimizerPtr& optimizer, float& initial_loss, float
   return loss_value;
 }
 
-// Chance level is log 2 = 0.69 (the start, give or take the random init). The data are separable
-// with margin 0.5 and the net can represent the separating line exactly, so the loss can go to 0;
-// 200 full-batch steps take both optimizers well below 0.1 (a 7x drop). 0.1 also implies every
-// point is classified right on average with > 90% probability.
-TEST(Training, SgdLearnsSeparablePoints) {
+// The start is about chance or worse: log 2 = 0.69 for an untrained net, 1.05 for this seed's
+// Xavier draw. The data are separable with margin 0.5 and the net can represent the separating line
+// exactly, so the loss can go to 0; a mean loss of 0.02 means the true class gets a (geometric
+// mean) probability above e^-0.02 = 0.98. 200 full-batch steps reach 2e-4 (SGD with momentum),
+// 1.6e-3 (Adam) and 1.4e-2 (plain SGD, which converges more slowly: its bound is 0.05) here; the
+// bounds leave a factor 3 to 100 for another BLAS's rounding or a reordered sum.
+TEST(Training, SgdWithMomentumLearnsSeparablePoints) {
   float initial = 0, accuracy = 0;
   const float final_loss = train_classifier(std::make_shared<SGD>(0.1f, 0.9f), initial, accuracy);
-  EXPECT_GT(initial, 0.4f);
-  EXPECT_LT(final_loss, 0.1f) << "initial " << initial;
-  EXPECT_LT(final_loss, initial / 5);
+  EXPECT_GT(initial, 0.5f);
+  EXPECT_LT(final_loss, 0.02f) << "initial " << initial;
   EXPECT_EQ(accuracy, 1.0f);
 }
 
 TEST(Training, PlainSgdLearnsSeparablePoints) {
   float initial = 0, accuracy = 0;
   const float final_loss = train_classifier(std::make_shared<SGD>(0.1f), initial, accuracy);
-  EXPECT_LT(final_loss, 0.2f) << "initial " << initial;
-  EXPECT_LT(final_loss, initial / 3);
-  EXPECT_GE(accuracy, 0.95f);
+  EXPECT_GT(initial, 0.5f);
+  EXPECT_LT(final_loss, 0.05f) << "initial " << initial;
+  EXPECT_EQ(accuracy, 1.0f);
 }
 
 TEST(Training, AdamLearnsSeparablePoints) {
   float initial = 0, accuracy = 0;
   const float final_loss = train_classifier(std::make_shared<Adam>(0.01f), initial, accuracy);
-  EXPECT_GT(initial, 0.4f);
-  EXPECT_LT(final_loss, 0.1f) << "initial " << initial;
-  EXPECT_LT(final_loss, initial / 5);
+  EXPECT_GT(initial, 0.5f);
+  EXPECT_LT(final_loss, 0.02f) << "initial " << initial;
   EXPECT_EQ(accuracy, 1.0f);
 }
 
@@ -492,7 +505,8 @@ TEST(Training, AdamFitsARegressionWithL2Loss) {
     if (step == 0) initial = last;
     trainer.step(64);  // summed loss: step(batch_size) gives the gradient of the mean
   }
-  // Var(y) = 4/3 + 1/3, so predicting the mean alone leaves 0.5 * 5/3 = 0.83; 1% of that is a fit.
+  // Var(y) = 4/3 + 1/3, so predicting the mean alone leaves 0.5 * 5/3 = 0.83 (the start: 0.81);
+  // 0.01 is about 1% of that, an RMS error of 0.14 against a spread of 1.3. It reaches 6e-4.
   EXPECT_GT(initial, 0.3f);
   EXPECT_LT(last, 0.01f) << "initial " << initial;
 }
@@ -558,7 +572,8 @@ void expect_bit_identical_resume(const std::function<OptimizerPtr()>& make_optim
   train_steps(*resumed, resumed_trainer, batches, kBefore, kAfter);
   const auto actual = parameter_bits(*resumed);
   ASSERT_EQ(actual.size(), expected.size());
-  for (size_t i = 0; i < expected.size(); ++i) EXPECT_EQ(actual[i], expected[i]) << "parameter " << i;
+  for (size_t i = 0; i < expected.size(); ++i)
+    EXPECT_EQ(actual[i], expected[i]) << "parameter " << i;
   EXPECT_EQ(resumed_trainer.steps(), kBefore + kAfter);
   std::remove(path.c_str());
 }
@@ -584,9 +599,8 @@ TEST(Checkpoint, HoldsParametersSlotsAndMetadataUnderDocumentedNames) {
   const SafetensorsFile file = load_safetensors(path);
   std::vector<std::string> names;
   for (const auto& [name, tensor] : file.tensors) names.push_back(name);
-  for (const std::string& expected :
-       {"0.weight", "0.bias", "1.weight", "1.bias", "optimizer.0.weight.momentum",
-        "optimizer.1.bias.momentum"}) {
+  for (const std::string& expected : {"0.weight", "0.bias", "1.weight", "1.bias",
+                                      "optimizer.0.weight.momentum", "optimizer.1.bias.momentum"}) {
     EXPECT_NE(std::find(names.begin(), names.end(), expected), names.end()) << expected;
   }
   EXPECT_EQ(names.size(), 8u);
@@ -603,8 +617,11 @@ TEST(Checkpoint, RefusesReservedMetadataKeys) {
   auto net = make<Dense>(2, "", 2);
   init_xavier(*net, kCpu, 1);
   Trainer trainer(net->collect_params(), std::make_shared<SGD>(0.1f));
-  expect_error([&] { save_checkpoint(temp_path("reserved"), *net, trainer, {{"trainer.steps", "9"}}); },
-               {"save_checkpoint", "'trainer.steps'", "reserved"});
+  expect_error(
+      [&] {
+        save_checkpoint(temp_path("reserved"), *net, trainer, {{"trainer.steps", "9"}});
+      },
+      {"save_checkpoint", "'trainer.steps'", "reserved"});
 }
 
 TEST(Checkpoint, LoadingIntoAMismatchingNetworkOrTrainerSaysWhatDiffers) {
@@ -616,13 +633,13 @@ TEST(Checkpoint, LoadingIntoAMismatchingNetworkOrTrainerSaysWhatDiffers) {
   save_checkpoint(path, *net, trainer);
 
   auto wider = make<Sequential>();
-  wider->add(make<Dense>(17, "relu", 2), make<Dense>(2));
+  wider->add(make<Dense>(17, "relu", 2), make<Dense>(2, "", 17));
   init_xavier(*wider, kCpu, 1);
   const auto before = parameter_bits(*wider);
   Trainer wider_trainer(wider->collect_params(), std::make_shared<Adam>());
-  expect_error([&] { load_checkpoint(path, *wider, wider_trainer, kCpu); },
-               {"load_checkpoint", "does not match the network", "'0.weight'", "(16, 2)",
-                "(17, 2)"});
+  expect_error(
+      [&] { load_checkpoint(path, *wider, wider_trainer, kCpu); },
+      {"load_checkpoint", "does not match the network", "'0.weight'", "(16, 2)", "(17, 2)"});
   EXPECT_EQ(parameter_bits(*wider), before);  // nothing loaded
 
   auto deeper = make<Sequential>();
@@ -734,8 +751,8 @@ TEST_F(TrainingGpu, OptimizerUpdatesMatchTheCpu) {
 
 TEST_F(TrainingGpu, TrainingStepsMatchTheCpu) {
   const Device gpu = Device::cuda(0);
-  for (const OptimizerPtr& optimizer :
-       {OptimizerPtr(std::make_shared<SGD>(0.1f, 0.9f)), OptimizerPtr(std::make_shared<Adam>(0.01f))}) {
+  for (const OptimizerPtr& optimizer : {OptimizerPtr(std::make_shared<SGD>(0.1f, 0.9f)),
+                                        OptimizerPtr(std::make_shared<Adam>(0.01f))}) {
     SCOPED_TRACE(optimizer->str());
     auto on_cpu = small_classifier();
     auto on_gpu = small_classifier();
@@ -746,12 +763,15 @@ TEST_F(TrainingGpu, TrainingStepsMatchTheCpu) {
     const std::vector<Batch> batches = fixed_batches();
     train_steps(*on_cpu, cpu_trainer, batches, 0, 3);
     std::vector<Batch> gpu_batches;
-    for (const Batch& batch : batches) gpu_batches.push_back({batch.x.to(gpu), batch.labels.to(gpu)});
+    for (const Batch& batch : batches)
+      gpu_batches.push_back({batch.x.to(gpu), batch.labels.to(gpu)});
     train_steps(*on_gpu, gpu_trainer, gpu_batches, 0, 3);
     const ParameterDict cpu_params = on_cpu->collect_params();
     for (const auto& [name, parameter] : on_gpu->collect_params()) {
       EXPECT_TRUE(parameter->device().is_cuda()) << name;
-      expect_close(parameter->data().to_host(), cpu_params.at(name)->data(), 1e-5, 1e-4, name);
+      // cuBLAS and the CPU BLAS round differently and Adam rescales each element's step, so the
+      // tolerance is a tenth of one step (lr 0.01 here): a wrong formula misses by whole steps.
+      expect_close(parameter->data().to_host(), cpu_params.at(name)->data(), 1e-4, 1e-3, name);
     }
     // The state comes back to the host, named as on the CPU.
     const NamedTensors gpu_state = gpu_trainer.state();
@@ -760,7 +780,7 @@ TEST_F(TrainingGpu, TrainingStepsMatchTheCpu) {
     for (size_t i = 0; i < gpu_state.size(); ++i) {
       EXPECT_EQ(gpu_state[i].first, cpu_state[i].first);
       EXPECT_TRUE(gpu_state[i].second.device().is_cpu());
-      expect_close(gpu_state[i].second, cpu_state[i].second, 1e-5, 1e-4, gpu_state[i].first);
+      expect_close(gpu_state[i].second, cpu_state[i].second, 1e-5, 1e-3, gpu_state[i].first);
     }
   }
 }

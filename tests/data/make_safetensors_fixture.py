@@ -7,7 +7,8 @@ an 8-byte little-endian header length, a JSON header padded with spaces so that 
 state_dict of nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), plus an int32 scalar.
 If the safetensors package is installed, the file is also read back with it as a cross-check.
 
-Usage: python3 tests/data/make_safetensors_fixture.py   (writes next to this script)
+Usage: python3 tests/data/make_safetensors_fixture.py   (writes next to this script; needs numpy:
+       pip install numpy, and optionally safetensors for the cross-check)
 If the values change, change the expectations in safetensors_test.cpp with them.
 """
 import json

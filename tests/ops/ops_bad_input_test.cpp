@@ -96,8 +96,11 @@ TEST(OpsBadInput, ReluBackwardChecksBothOperands) {
                {"relu_backward", "x must be float32", "int32"});
   expect_error([&] { ops::relu_backward(x, int_tensor({2})); },
                {"relu_backward", "dy must be float32"});
-  expect_error([&] { ops::relu_backward(x, cpu_tensor({1, 2, 3}, {3})); },
-               {"relu_backward", "(2,)", "(3,)", "differ"});
+  expect_error(
+      [&] {
+        ops::relu_backward(x, cpu_tensor({1, 2, 3}, {3}));
+      },
+      {"relu_backward", "(2,)", "(3,)", "differ"});
   expect_still_usable();
 }
 
@@ -126,17 +129,29 @@ TEST(OpsBadInput, BinaryOpsRejectShapesThatDoNotBroadcast) {
   const Tensor x = cpu_tensor({1, 2, 3, 4, 5, 6}, {2, 3});
   for (const NamedBinary& op : kBinaryOps) {
     SCOPED_TRACE(op.name);
-    expect_error([&] { op.op(x, cpu_tensor({1, 2, 3, 4}, {4})); },
-                 {op.name, "cannot broadcast", "(4,)", "(2, 3)"});
+    expect_error(
+        [&] {
+          op.op(x, cpu_tensor({1, 2, 3, 4}, {4}));
+        },
+        {op.name, "cannot broadcast", "(4,)", "(2, 3)"});
     // A per-row vector must be (rows, 1), not (rows): (2,) does not match the last axis 3.
-    expect_error([&] { op.op(x, cpu_tensor({1, 2}, {2})); },
-                 {op.name, "cannot broadcast", "(2,)", "(2, 3)"});
-    expect_error([&] { op.op(x, Tensor::ones({3, 2}, kCpu)); },
-                 {op.name, "cannot broadcast", "(3, 2)", "(2, 3)"});
+    expect_error(
+        [&] {
+          op.op(x, cpu_tensor({1, 2}, {2}));
+        },
+        {op.name, "cannot broadcast", "(2,)", "(2, 3)"});
+    expect_error(
+        [&] {
+          op.op(x, Tensor::ones({3, 2}, kCpu));
+        },
+        {op.name, "cannot broadcast", "(3, 2)", "(2, 3)"});
   }
   // sub and div do not commute: the broadcast operand may only be b.
-  expect_error([&] { ops::sub(cpu_tensor({1, 2, 3}, {3}), x); },
-               {"sub", "cannot broadcast", "(2, 3)", "(3,)"});
+  expect_error(
+      [&] {
+        ops::sub(cpu_tensor({1, 2, 3}, {3}), x);
+      },
+      {"sub", "cannot broadcast", "(2, 3)", "(3,)"});
   expect_error([&] { ops::div(cpu_tensor({1}, {1}), x); },
                {"div", "cannot broadcast", "(2, 3)", "(1,)"});
   expect_still_usable();
@@ -146,8 +161,7 @@ TEST(OpsBadInput, BiasAddChecksTheBias) {
   const Tensor x = Tensor::ones({2, 3}, kCpu);
   expect_error([&] { ops::bias_add(x, Tensor::ones({4}, kCpu)); },
                {"bias_add", "x (2, 3)", "bias (4,)"});
-  expect_error([&] { ops::bias_add(x, Tensor::ones({1, 3}, kCpu)); },
-               {"bias_add", "bias (1, 3)"});
+  expect_error([&] { ops::bias_add(x, Tensor::ones({1, 3}, kCpu)); }, {"bias_add", "bias (1, 3)"});
   expect_error([&] { ops::bias_add(Tensor::ones({6}, kCpu), Tensor::ones({6}, kCpu)); },
                {"bias_add", "x (6,)"});
   expect_error([&] { ops::bias_add(x, Tensor()); }, {"bias_add", "bias is an undefined tensor"});
@@ -173,12 +187,18 @@ TEST(OpsBadInput, ReductionsRejectShapesTheyCannotReduce) {
   }
   expect_error([] { ops::sum_columns(Tensor::ones({3}, kCpu)); },
                {"sum_columns", "must be 2-d", "(3,)"});
-  expect_error([] { ops::sum_columns(Tensor::ones({2, 3, 4}, kCpu)); },
-               {"sum_columns", "must be 2-d", "(2, 3, 4)"});
+  expect_error(
+      [] {
+        ops::sum_columns(Tensor::ones({2, 3, 4}, kCpu));
+      },
+      {"sum_columns", "must be 2-d", "(2, 3, 4)"});
   expect_error([] { ops::argmax_rows(Tensor::ones({3}, kCpu)); },
                {"argmax_rows", "must be 2-d", "(3,)"});
-  expect_error([] { ops::argmax_rows(Tensor::empty({3, 0}, kCpu)); },
-               {"argmax_rows", "length 0", "(3, 0)"});
+  expect_error(
+      [] {
+        ops::argmax_rows(Tensor::empty({3, 0}, kCpu));
+      },
+      {"argmax_rows", "length 0", "(3, 0)"});
   expect_still_usable();
 }
 
@@ -195,20 +215,38 @@ TEST(OpsBadInput, SoftmaxCrossEntropyChecksLabels) {
                {kOp, "logits is an undefined tensor"});
   expect_error([&] { ops::softmax_cross_entropy(logits, Tensor()); },
                {kOp, "labels is an undefined tensor"});
-  expect_error([&] { ops::softmax_cross_entropy(int_tensor({3, 4}), labels); },
-               {kOp, "logits must be float32"});
-  expect_error([&] { ops::softmax_cross_entropy(logits, cpu_tensor({0, 1, 2}, {3})); },
-               {kOp, "labels must be int32", "float32"});
-  expect_error([&] { ops::softmax_cross_entropy(logits, Tensor::from_int32({0, 1}, {2}, kCpu)); },
-               {kOp, "logits (3, 4)", "labels (2,)"});
-  expect_error([&] { ops::softmax_cross_entropy(logits, Tensor::from_int32({0, 1, 2}, {3, 1}, kCpu)); },
-               {kOp, "labels (3, 1)"});
+  expect_error(
+      [&] {
+        ops::softmax_cross_entropy(int_tensor({3, 4}), labels);
+      },
+      {kOp, "logits must be float32"});
+  expect_error(
+      [&] {
+        ops::softmax_cross_entropy(logits, cpu_tensor({0, 1, 2}, {3}));
+      },
+      {kOp, "labels must be int32", "float32"});
+  expect_error(
+      [&] {
+        ops::softmax_cross_entropy(logits, Tensor::from_int32({0, 1}, {2}, kCpu));
+      },
+      {kOp, "logits (3, 4)", "labels (2,)"});
+  expect_error(
+      [&] {
+        ops::softmax_cross_entropy(logits, Tensor::from_int32({0, 1, 2}, {3, 1}, kCpu));
+      },
+      {kOp, "labels (3, 1)"});
   expect_error([&] { ops::softmax_cross_entropy(Tensor::zeros({12}, kCpu), labels); },
                {kOp, "logits (12,)"});
-  expect_error([&] { ops::softmax_cross_entropy(logits, Tensor::from_int32({0, 4, 2}, {3}, kCpu)); },
-               {kOp, "label 4", "row 1", "[0, 4)"});
-  expect_error([&] { ops::softmax_cross_entropy(logits, Tensor::from_int32({0, 1, -1}, {3}, kCpu)); },
-               {kOp, "label -1", "row 2"});
+  expect_error(
+      [&] {
+        ops::softmax_cross_entropy(logits, Tensor::from_int32({0, 4, 2}, {3}, kCpu));
+      },
+      {kOp, "label 4", "row 1", "[0, 4)"});
+  expect_error(
+      [&] {
+        ops::softmax_cross_entropy(logits, Tensor::from_int32({0, 1, -1}, {3}, kCpu));
+      },
+      {kOp, "label -1", "row 2"});
   expect_error(
       [&] {
         ops::softmax_cross_entropy(Tensor::zeros({2, 0}, kCpu),
@@ -225,15 +263,25 @@ TEST(OpsBadInput, MatmulNamesBothShapesOnAnInnerMismatch) {
                {"matmul", "inner dimensions differ", "a (2, 3)", "b (4, 5)"});
   expect_error([&] { ops::matmul(a, b, Transpose::kYes, Transpose::kNo); },
                {"matmul", "inner dimensions differ", "(2, 3) transposed", "b (4, 5)"});
-  expect_error([&] { ops::matmul(a, Tensor::ones({5, 4}, kCpu), Transpose::kNo, Transpose::kYes); },
-               {"matmul", "inner dimensions differ", "a (2, 3)", "(5, 4) transposed"});
-  expect_error([&] { ops::matmul(Tensor::ones({3}, kCpu), b); }, {"matmul", "a must be 2-d", "(3,)"});
-  expect_error([&] { ops::matmul(a, Tensor::ones({3, 1, 1}, kCpu)); },
-               {"matmul", "b must be 2-d", "(3, 1, 1)"});
+  expect_error(
+      [&] {
+        ops::matmul(a, Tensor::ones({5, 4}, kCpu), Transpose::kNo, Transpose::kYes);
+      },
+      {"matmul", "inner dimensions differ", "a (2, 3)", "(5, 4) transposed"});
+  expect_error([&] { ops::matmul(Tensor::ones({3}, kCpu), b); },
+               {"matmul", "a must be 2-d", "(3,)"});
+  expect_error(
+      [&] {
+        ops::matmul(a, Tensor::ones({3, 1, 1}, kCpu));
+      },
+      {"matmul", "b must be 2-d", "(3, 1, 1)"});
   expect_error([&] { ops::matmul(Tensor(), b); }, {"matmul", "a is an undefined tensor"});
   expect_error([&] { ops::matmul(a, Tensor()); }, {"matmul", "b is an undefined tensor"});
-  expect_error([&] { ops::matmul(int_tensor({2, 3}), Tensor::ones({3, 2}, kCpu)); },
-               {"matmul", "a must be float32"});
+  expect_error(
+      [&] {
+        ops::matmul(int_tensor({2, 3}), Tensor::ones({3, 2}, kCpu));
+      },
+      {"matmul", "a must be float32"});
   expect_error([&] { ops::matmul(a, int_tensor({3, 2})); }, {"matmul", "b must be float32"});
   expect_still_usable();
 }
@@ -241,15 +289,21 @@ TEST(OpsBadInput, MatmulNamesBothShapesOnAnInnerMismatch) {
 TEST(OpsBadInput, LinearChecksFeaturesAndBias) {
   const Tensor x = Tensor::ones({2, 3}, kCpu);
   const Tensor w = Tensor::ones({4, 3}, kCpu);
-  expect_error([&] { ops::linear(x, Tensor::ones({4, 5}, kCpu), Tensor()); },
-               {"linear", "x (2, 3)", "3 features", "weight (4, 5)", "expects 5"});
+  expect_error(
+      [&] {
+        ops::linear(x, Tensor::ones({4, 5}, kCpu), Tensor());
+      },
+      {"linear", "x (2, 3)", "3 features", "weight (4, 5)", "expects 5"});
   expect_error([&] { ops::linear(x, w, Tensor::ones({3}, kCpu)); },
                {"bias_add", "x (2, 4)", "bias (3,)"});
   expect_error([&] { ops::linear(Tensor(), w, Tensor()); }, {"linear", "x is an undefined tensor"});
   expect_error([&] { ops::linear(x, Tensor(), Tensor()); },
                {"linear", "weight is an undefined tensor"});
-  expect_error([&] { ops::linear(x, int_tensor({4, 3}), Tensor()); },
-               {"linear", "weight must be float32"});
+  expect_error(
+      [&] {
+        ops::linear(x, int_tensor({4, 3}), Tensor());
+      },
+      {"linear", "weight must be float32"});
   expect_error([&] { ops::linear(Tensor::ones({3}, kCpu), w, Tensor()); },
                {"linear", "x must be 2-d", "(3,)"});
   expect_still_usable();
@@ -257,11 +311,17 @@ TEST(OpsBadInput, LinearChecksFeaturesAndBias) {
 
 TEST(OpsBadInput, ReshapeRejectsWrongCountsAndAmbiguousShapes) {
   const Tensor x = Tensor::ones({2, 3}, kCpu);
-  expect_error([&] { ops::reshape(x, {4, 2}); },
-               {"reshape", "cannot view (2, 3)", "6 elements", "(4, 2)"});
+  expect_error(
+      [&] {
+        ops::reshape(x, {4, 2});
+      },
+      {"reshape", "cannot view (2, 3)", "6 elements", "(4, 2)"});
   expect_error([&] { ops::reshape(x, {-1, -1}); }, {"reshape", "more than one -1", "(-1, -1)"});
-  expect_error([&] { ops::reshape(x, {-1, 4}); },
-               {"reshape", "cannot infer -1", "(-1, 4)", "6 elements"});
+  expect_error(
+      [&] {
+        ops::reshape(x, {-1, 4});
+      },
+      {"reshape", "cannot infer -1", "(-1, 4)", "6 elements"});
   expect_error([&] { ops::reshape(x, {-1, 0}); }, {"reshape", "cannot infer -1", "(-1, 0)"});
   expect_error([&] { ops::reshape(x, {-2, -3}); }, {"reshape", "negative dimension", "(-2, -3)"});
   expect_error([&] { x.reshape({7}); }, {"reshape", "(7,)"});
@@ -270,14 +330,19 @@ TEST(OpsBadInput, ReshapeRejectsWrongCountsAndAmbiguousShapes) {
 
 TEST(OpsBadInput, TensorAccessorsAndTransfers) {
   const Tensor three = cpu_tensor({1, 2, 3}, {3});
-  expect_error([&] { three.item(); },
-               {"Tensor::item", "3 elements", "(3,)", "needs exactly one"});
+  expect_error([&] { three.item(); }, {"Tensor::item", "3 elements", "(3,)", "needs exactly one"});
   expect_error([] { Tensor::empty({0}, kCpu).item(); }, {"Tensor::item", "0 elements"});
   expect_error([] { Tensor::from_int32({1}, {1}, kCpu).item(); }, {"Tensor::item", "int32"});
-  expect_error([] { Tensor::from_vector({1, 2, 3, 4, 5}, {2, 3}, kCpu); },
-               {"Tensor::from_vector", "5 values", "(2, 3)", "6 elements"});
-  expect_error([] { Tensor::from_int32({1, 2}, {3}, kCpu); },
-               {"Tensor::from_int32", "2 values", "(3,)"});
+  expect_error(
+      [] {
+        Tensor::from_vector({1, 2, 3, 4, 5}, {2, 3}, kCpu);
+      },
+      {"Tensor::from_vector", "5 values", "(2, 3)", "6 elements"});
+  expect_error(
+      [] {
+        Tensor::from_int32({1, 2}, {3}, kCpu);
+      },
+      {"Tensor::from_int32", "2 values", "(3,)"});
   expect_error([] { int_tensor({2}).to_vector(); }, {"Tensor::to_vector", "int32"});
   expect_error([&] { three.to_int32_vector(); }, {"Tensor::to_int32_vector", "float32"});
   expect_error([] { int_tensor({2}).data(); }, {"Tensor::data", "int32"});
@@ -300,8 +365,11 @@ TEST(OpsBadInput, TensorAccessorsAndTransfers) {
 }
 
 TEST(OpsBadInput, NegativeDimensions) {
-  expect_error([] { Tensor::empty({2, -3}, kCpu); },
-               {"Tensor::empty", "negative dimension", "(2, -3)"});
+  expect_error(
+      [] {
+        Tensor::empty({2, -3}, kCpu);
+      },
+      {"Tensor::empty", "negative dimension", "(2, -3)"});
   expect_error([] { Tensor::zeros({-1}, kCpu); }, {"negative dimension", "(-1,)"});
   expect_error([] { Tensor::from_vector({}, {-1}, kCpu); },
                {"Tensor::from_vector", "negative dimension"});
@@ -309,11 +377,17 @@ TEST(OpsBadInput, NegativeDimensions) {
 }
 
 TEST(OpsBadInput, AbsurdSizesOverflowOrRunOutOfHostMemory) {
-  expect_error([] { Tensor::empty({1LL << 62, 1LL << 62}, kCpu); },
-               {"Tensor::empty", "(4611686018427387904, 4611686018427387904)",
-                "more elements than int64_t can count"});
-  expect_error([] { Tensor::empty({1LL << 31, 1LL << 31, 1LL << 31}, kCpu); },
-               {"Tensor::empty", "more elements than int64_t can count"});
+  expect_error(
+      [] {
+        Tensor::empty({1LL << 62, 1LL << 62}, kCpu);
+      },
+      {"Tensor::empty", "(4611686018427387904, 4611686018427387904)",
+       "more elements than int64_t can count"});
+  expect_error(
+      [] {
+        Tensor::empty({1LL << 31, 1LL << 31, 1LL << 31}, kCpu);
+      },
+      {"Tensor::empty", "more elements than int64_t can count"});
   // 4 TiB of floats: far beyond this host's memory, so aligned_alloc fails (overcommit heuristic
   // refuses it) and the allocator must say so rather than crash.
   void* probe = std::aligned_alloc(64, size_t(1) << 42);
@@ -334,10 +408,16 @@ TEST(OpsBadInput, CudaDevicesThatDoNotExist) {
   if (!cuda_available()) {
     expect_error([] { Tensor::zeros({2}, Device::cuda(0)); },
                  {"Tensor::empty", "cuda:0", "is not available"});
-    expect_error([] { Tensor::from_vector({1, 2}, {2}, Device::cuda(0)); },
-                 {"cuda:0", "is not available"});
-    expect_error([] { cpu_tensor({1, 2}, {2}).to(Device::cuda(0)); },
-                 {"cuda:0", "is not available"});
+    expect_error(
+        [] {
+          Tensor::from_vector({1, 2}, {2}, Device::cuda(0));
+        },
+        {"cuda:0", "is not available"});
+    expect_error(
+        [] {
+          cpu_tensor({1, 2}, {2}).to(Device::cuda(0));
+        },
+        {"cuda:0", "is not available"});
     expect_error([] { Tensor::uniform({2}, 0.0f, 1.0f, 1, Device::cuda(0)); },
                  {"cuda:0", "is not available"});
   }
@@ -350,8 +430,11 @@ TEST(OpsBadInput, BackwardPreconditions) {
   x.attach_grad();
   autograd::RecordScope record;
   const Tensor y = ops::mul_scalar(x, 2.0f);
-  expect_error([&] { y.backward(cpu_tensor({1, 2}, {2})); },
-               {"backward", "head gradient shape (2,)", "(3,)"});
+  expect_error(
+      [&] {
+        y.backward(cpu_tensor({1, 2}, {2}));
+      },
+      {"backward", "head gradient shape (2,)", "(3,)"});
   expect_error([] { Tensor::from_int32({1}, {1}, kCpu).attach_grad(); },
                {"attach_grad", "float32"});
   expect_still_usable();

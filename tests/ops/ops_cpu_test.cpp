@@ -54,32 +54,67 @@ struct UnaryCase {
 std::vector<UnaryCase> unary_cases() {
   const double e = std::exp(1.0);
   return {
-      {"relu", ops::relu, [](double v) { return v > 0 ? v : 0.0; },
-       {-2.0f, -0.5f, 0.0f, 0.5f, 3.0f}, {0.0f, 0.0f, 0.0f, 0.5f, 3.0f}},
+      {"relu",
+       ops::relu,
+       [](double v) { return v > 0 ? v : 0.0; },
+       {-2.0f, -0.5f, 0.0f, 0.5f, 3.0f},
+       {0.0f, 0.0f, 0.0f, 0.5f, 3.0f}},
       {"neg", ops::neg, [](double v) { return -v; }, {1.5f, -2.0f, 0.0f}, {-1.5f, 2.0f, -0.0f}},
-      {"exp", ops::exp, [](double v) { return std::exp(v); }, {0.0f, 1.0f, -1.0f, 2.0f},
+      {"exp",
+       ops::exp,
+       [](double v) { return std::exp(v); },
+       {0.0f, 1.0f, -1.0f, 2.0f},
        {1.0f, float(e), float(1 / e), float(e * e)}},
-      {"log", ops::log, [](double v) { return std::log(v); }, {1.0f, float(e), 0.5f, 100.0f},
+      {"log",
+       ops::log,
+       [](double v) { return std::log(v); },
+       {1.0f, float(e), 0.5f, 100.0f},
        {0.0f, 1.0f, -0.69314718f, 4.6051702f}},
-      {"sqrt", ops::sqrt, [](double v) { return std::sqrt(v); }, {0.0f, 1.0f, 4.0f, 0.25f, 2.0f},
+      {"sqrt",
+       ops::sqrt,
+       [](double v) { return std::sqrt(v); },
+       {0.0f, 1.0f, 4.0f, 0.25f, 2.0f},
        {0.0f, 1.0f, 2.0f, 0.5f, 1.4142135f}},
-      {"abs", ops::abs, [](double v) { return std::fabs(v); }, {-3.0f, 0.0f, 2.5f, -0.125f},
+      {"abs",
+       ops::abs,
+       [](double v) { return std::fabs(v); },
+       {-3.0f, 0.0f, 2.5f, -0.125f},
        {3.0f, 0.0f, 2.5f, 0.125f}},
-      {"square", ops::square, [](double v) { return v * v; }, {-3.0f, 0.0f, 2.5f, 0.5f},
+      {"square",
+       ops::square,
+       [](double v) { return v * v; },
+       {-3.0f, 0.0f, 2.5f, 0.5f},
        {9.0f, 0.0f, 6.25f, 0.25f}},
-      {"sigmoid", ops::sigmoid, [](double v) { return 1.0 / (1.0 + std::exp(-v)); },
+      {"sigmoid",
+       ops::sigmoid,
+       [](double v) { return 1.0 / (1.0 + std::exp(-v)); },
        {0.0f, 2.0f, -2.0f, 50.0f, -50.0f},
        {0.5f, 0.88079708f, 0.11920292f, 1.0f, 1.9287498e-22f}},
-      {"tanh", ops::tanh, [](double v) { return std::tanh(v); }, {0.0f, 0.5f, -1.0f, 20.0f},
+      {"tanh",
+       ops::tanh,
+       [](double v) { return std::tanh(v); },
+       {0.0f, 0.5f, -1.0f, 20.0f},
        {0.0f, 0.46211716f, -0.76159416f, 1.0f}},
-      {"add_scalar", [](const Tensor& x) { return ops::add_scalar(x, 2.5f); },
-       [](double v) { return v + 2.5; }, {1.0f, -2.5f, 0.25f}, {3.5f, 0.0f, 2.75f}},
-      {"mul_scalar", [](const Tensor& x) { return ops::mul_scalar(x, -3.0f); },
-       [](double v) { return v * -3.0; }, {1.0f, -2.5f, 0.0f}, {-3.0f, 7.5f, -0.0f}},
-      {"div_scalar", [](const Tensor& x) { return ops::div_scalar(x, 4.0f); },
-       [](double v) { return v / 4.0; }, {1.0f, -2.0f, 10.0f}, {0.25f, -0.5f, 2.5f}},
-      {"rsub_scalar", [](const Tensor& x) { return ops::rsub_scalar(1.0f, x); },
-       [](double v) { return 1.0 - v; }, {1.0f, -2.0f, 0.25f}, {0.0f, 3.0f, 0.75f}},
+      {"add_scalar",
+       [](const Tensor& x) { return ops::add_scalar(x, 2.5f); },
+       [](double v) { return v + 2.5; },
+       {1.0f, -2.5f, 0.25f},
+       {3.5f, 0.0f, 2.75f}},
+      {"mul_scalar",
+       [](const Tensor& x) { return ops::mul_scalar(x, -3.0f); },
+       [](double v) { return v * -3.0; },
+       {1.0f, -2.5f, 0.0f},
+       {-3.0f, 7.5f, -0.0f}},
+      {"div_scalar",
+       [](const Tensor& x) { return ops::div_scalar(x, 4.0f); },
+       [](double v) { return v / 4.0; },
+       {1.0f, -2.0f, 10.0f},
+       {0.25f, -0.5f, 2.5f}},
+      {"rsub_scalar",
+       [](const Tensor& x) { return ops::rsub_scalar(1.0f, x); },
+       [](double v) { return 1.0 - v; },
+       {1.0f, -2.0f, 0.25f},
+       {0.0f, 3.0f, 0.75f}},
   };
 }
 
@@ -140,30 +175,42 @@ enum class Op { kAdd, kSub, kMul, kDiv };
 
 const char* op_name(Op op) {
   switch (op) {
-    case Op::kAdd: return "add";
-    case Op::kSub: return "sub";
-    case Op::kMul: return "mul";
-    case Op::kDiv: return "div";
+    case Op::kAdd:
+      return "add";
+    case Op::kSub:
+      return "sub";
+    case Op::kMul:
+      return "mul";
+    case Op::kDiv:
+      return "div";
   }
   return "?";
 }
 
 Tensor run_op(Op op, const Tensor& a, const Tensor& b) {
   switch (op) {
-    case Op::kAdd: return ops::add(a, b);
-    case Op::kSub: return ops::sub(a, b);
-    case Op::kMul: return ops::mul(a, b);
-    case Op::kDiv: return ops::div(a, b);
+    case Op::kAdd:
+      return ops::add(a, b);
+    case Op::kSub:
+      return ops::sub(a, b);
+    case Op::kMul:
+      return ops::mul(a, b);
+    case Op::kDiv:
+      return ops::div(a, b);
   }
   return Tensor();
 }
 
 double apply(Op op, double p, double q) {
   switch (op) {
-    case Op::kAdd: return p + q;
-    case Op::kSub: return p - q;
-    case Op::kMul: return p * q;
-    case Op::kDiv: return p / q;
+    case Op::kAdd:
+      return p + q;
+    case Op::kSub:
+      return p - q;
+    case Op::kMul:
+      return p * q;
+    case Op::kDiv:
+      return p / q;
   }
   return 0;
 }
@@ -188,19 +235,26 @@ const std::vector<BroadcastCase> kBroadcastCases = {
     {"column (3, 1)", {3, 1}, Form::kColumn},
 };
 
-std::vector<float> reference_binary(Op op, const std::vector<float>& a,
-                                    const std::vector<float>& b, int64_t rows, int64_t cols,
-                                    Form form) {
+std::vector<float> reference_binary(Op op, const std::vector<float>& a, const std::vector<float>& b,
+                                    int64_t rows, int64_t cols, Form form) {
   std::vector<float> out(a.size());
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) {
       const size_t i = size_t(r * cols + c);
       float bv = 0;
       switch (form) {
-        case Form::kSame: bv = b[i]; break;
-        case Form::kScalar: bv = b[0]; break;
-        case Form::kRow: bv = b[size_t(c)]; break;
-        case Form::kColumn: bv = b[size_t(r)]; break;
+        case Form::kSame:
+          bv = b[i];
+          break;
+        case Form::kScalar:
+          bv = b[0];
+          break;
+        case Form::kRow:
+          bv = b[size_t(c)];
+          break;
+        case Form::kColumn:
+          bv = b[size_t(r)];
+          break;
       }
       out[i] = float(apply(op, a[i], bv));
     }
@@ -217,9 +271,8 @@ TEST(OpsCpuBinary, EveryOpAndBroadcastFormMatchesANaiveLoop) {
       const Tensor b = random_tensor(bc.b_shape, 22, kCpu, 0.5f, 1.5f);
       const Tensor y = run_op(op, a, b);
       EXPECT_EQ(shape_str(y.shape()), "(3, 4)");
-      expect_close(y.to_vector(),
-                   reference_binary(op, a.to_vector(), b.to_vector(), 3, 4, bc.form), 0, 1e-6,
-                   std::string(op_name(op)) + " " + bc.name);
+      expect_close(y.to_vector(), reference_binary(op, a.to_vector(), b.to_vector(), 3, 4, bc.form),
+                   0, 1e-6, std::string(op_name(op)) + " " + bc.name);
     }
   }
 }
@@ -243,8 +296,9 @@ TEST(OpsCpuBinary, RowBroadcastOverAThreeDimensionalTensorUsesTheLastAxis) {
   for (Op op : {Op::kAdd, Op::kSub, Op::kMul, Op::kDiv}) {
     const Tensor y = run_op(op, a, b);
     EXPECT_EQ(shape_str(y.shape()), "(2, 3, 4)");
-    expect_close(y.to_vector(), reference_binary(op, a.to_vector(), b.to_vector(), 6, 4, Form::kRow),
-                 0, 1e-6, op_name(op));
+    expect_close(y.to_vector(),
+                 reference_binary(op, a.to_vector(), b.to_vector(), 6, 4, Form::kRow), 0, 1e-6,
+                 op_name(op));
   }
 }
 
@@ -452,22 +506,21 @@ TEST(OpsCpuSoftmax, HandValuesAndRowsSumToOne) {
   const Tensor x = cpu_tensor({0, std::log(2.0f), std::log(3.0f), 1, 1, 1}, {2, 3});
   const Tensor y = ops::softmax(x);
   EXPECT_EQ(shape_str(y.shape()), "(2, 3)");
-  expect_close(y.to_vector(),
-               {1.0f / 6, 2.0f / 6, 3.0f / 6, 1.0f / 3, 1.0f / 3, 1.0f / 3}, 1e-7, 1e-6,
-               "softmax");
+  expect_close(y.to_vector(), {1.0f / 6, 2.0f / 6, 3.0f / 6, 1.0f / 3, 1.0f / 3, 1.0f / 3}, 1e-7,
+               1e-6, "softmax");
   const Tensor random = random_tensor({7, 11}, 41, kCpu, -5.0f, 5.0f);
   const Tensor sums = ops::sum_rows(ops::softmax(random));
   expect_close(sums.to_vector(), std::vector<float>(7, 1.0f), 1e-6, 0, "row sums");
-  expect_close(ops::softmax(random).to_vector(), reference_softmax(random.to_vector(), 7, 11),
-               1e-7, 1e-6, "reference");
+  expect_close(ops::softmax(random).to_vector(), reference_softmax(random.to_vector(), 7, 11), 1e-7,
+               1e-6, "reference");
 }
 
 TEST(OpsCpuSoftmax, HugeLogitsStayFinite) {
   const Tensor y = ops::softmax(cpu_tensor({1000, 1000, -1000, 0, 88, 89}, {3, 2}));
-  expect_close(y.to_vector(),
-               {0.5f, 0.5f, 0.0f, 1.0f, float(1 / (1 + std::exp(1.0))),
-                float(1 / (1 + std::exp(-1.0)))},
-               1e-7, 1e-6, "softmax of huge logits");
+  expect_close(
+      y.to_vector(),
+      {0.5f, 0.5f, 0.0f, 1.0f, float(1 / (1 + std::exp(1.0))), float(1 / (1 + std::exp(-1.0)))},
+      1e-7, 1e-6, "softmax of huge logits");
 }
 
 TEST(OpsCpuSoftmax, AlongTheLastAxisOfAThreeDimensionalTensor) {
@@ -483,10 +536,10 @@ TEST(OpsCpuSoftmax, CrossEntropyMatchesHandValues) {
   const Tensor loss = ops::softmax_cross_entropy(logits, labels);
   EXPECT_EQ(shape_str(loss.shape()), "(3,)");
   // ln 3; log(e + e^2 + e^3) - 3 = log(1 + e^-1 + e^-2); 1000 - 0 + log(1 + 2 e^-1000) = 1000.
-  expect_close(loss.to_vector(),
-               {float(std::log(3.0)), float(std::log(1 + std::exp(-1.0) + std::exp(-2.0))),
-                1000.0f},
-               1e-6, 1e-6, "softmax_cross_entropy");
+  expect_close(
+      loss.to_vector(),
+      {float(std::log(3.0)), float(std::log(1 + std::exp(-1.0) + std::exp(-2.0))), 1000.0f}, 1e-6,
+      1e-6, "softmax_cross_entropy");
 }
 
 TEST(OpsCpuSoftmax, CrossEntropyMatchesANaiveLoop) {
@@ -500,17 +553,17 @@ TEST(OpsCpuSoftmax, CrossEntropyMatchesANaiveLoop) {
     for (int c = 0; c < 6; ++c) sum += std::exp(double(v[size_t(r * 6 + c)]));
     expected.push_back(float(std::log(sum) - v[size_t(r * 6 + labels[size_t(r)])]));
   }
-  expect_close(ops::softmax_cross_entropy(logits, Tensor::from_int32(labels, {9}, kCpu))
-                   .to_vector(),
-               expected, 1e-6, 1e-6, "softmax_cross_entropy");
+  expect_close(
+      ops::softmax_cross_entropy(logits, Tensor::from_int32(labels, {9}, kCpu)).to_vector(),
+      expected, 1e-6, 1e-6, "softmax_cross_entropy");
 }
 
 // ---------------------------------------------------------------------------------------------
 // Matrix products
 
 // C (m, n) = op(A) op(B), with A stored (m, k) or (k, m) and B stored (k, n) or (n, k).
-std::vector<float> naive_matmul(const std::vector<float>& a, const std::vector<float>& b,
-                                int64_t m, int64_t n, int64_t k, bool ta, bool tb) {
+std::vector<float> naive_matmul(const std::vector<float>& a, const std::vector<float>& b, int64_t m,
+                                int64_t n, int64_t k, bool ta, bool tb) {
   std::vector<float> c(size_t(m * n));
   for (int64_t i = 0; i < m; ++i) {
     for (int64_t j = 0; j < n; ++j) {
@@ -537,8 +590,8 @@ TEST(OpsCpuMatmul, AllFourTransposeCombinationsMatchANaiveLoop) {
       const Tensor c = ops::matmul(a, b, ta ? Transpose::kYes : Transpose::kNo,
                                    tb ? Transpose::kYes : Transpose::kNo);
       EXPECT_EQ(shape_str(c.shape()), "(3, 5)");
-      expect_close(c.to_vector(), naive_matmul(a.to_vector(), b.to_vector(), m, n, k, ta, tb),
-                   1e-6, 1e-5, "matmul");
+      expect_close(c.to_vector(), naive_matmul(a.to_vector(), b.to_vector(), m, n, k, ta, tb), 1e-6,
+                   1e-5, "matmul");
     }
   }
 }
@@ -559,9 +612,9 @@ TEST(OpsCpuMatmul, EmptyInnerDimensionGivesZeros) {
   EXPECT_EQ(ops::matmul(Tensor::empty({0, 3}, kCpu), Tensor::empty({0, 5}, kCpu), Transpose::kYes)
                 .to_vector(),
             std::vector<float>(15, 0.0f));
-  EXPECT_EQ(shape_str(ops::matmul(Tensor::empty({0, 7}, kCpu), random_tensor({7, 5}, 53, kCpu))
-                          .shape()),
-            "(0, 5)");
+  EXPECT_EQ(
+      shape_str(ops::matmul(Tensor::empty({0, 7}, kCpu), random_tensor({7, 5}, 53, kCpu)).shape()),
+      "(0, 5)");
 }
 
 TEST(OpsCpuMatmul, LinearWithAndWithoutBias) {
@@ -621,7 +674,7 @@ TEST(OpsCpuTensor, UniformAndNormalAreReproducibleFromTheSeed) {
     squares += double(v) * v;
   }
   const double m = sum / 10001, var = squares / 10001 - m * m;
-  EXPECT_NEAR(m, 1.0, 0.08);                // sd of the mean: 0.02
+  EXPECT_NEAR(m, 1.0, 0.08);               // sd of the mean: 0.02
   EXPECT_NEAR(std::sqrt(var), 2.0, 0.08);  // sd of the sd: about 0.014
 }
 
@@ -680,7 +733,7 @@ TEST(OpsCpuOperators, CompoundAssignmentRebindsAndLeavesTheOldTensorAlone) {
   x *= 2.0f;      // {4, 10, 22}
   x += 1.0f;      // {5, 11, 23}
   EXPECT_EQ(x.to_vector(), (std::vector<float>{5, 11, 23}));
-  x -= cpu_tensor({1}, {1});        // {4, 10, 22}
+  x -= cpu_tensor({1}, {1});           // {4, 10, 22}
   x *= cpu_tensor({2, 1, 0.5f}, {3});  // {8, 10, 11}
   x /= cpu_tensor({4}, {});            // {2, 2.5, 2.75}
   EXPECT_EQ(x.to_vector(), (std::vector<float>{2, 2.5f, 2.75f}));

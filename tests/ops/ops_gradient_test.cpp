@@ -61,9 +61,7 @@ TEST(OpsGradient, LogOfPositiveInputs) {
 TEST(OpsGradient, SqrtOfPositiveInputs) {
   check_unary("sqrt", ops::sqrt, random_tensor({3, 4}, 5, kCpu, 0.5f, 2.0f));
 }
-TEST(OpsGradient, AbsAwayFromTheKink) {
-  check_unary("abs", ops::abs, away_from_zero({3, 4}, 6));
-}
+TEST(OpsGradient, AbsAwayFromTheKink) { check_unary("abs", ops::abs, away_from_zero({3, 4}, 6)); }
 TEST(OpsGradient, Square) { check_unary("square", ops::square, random_tensor({3, 4}, 7, kCpu)); }
 TEST(OpsGradient, Sigmoid) {
   check_unary("sigmoid", ops::sigmoid, random_tensor({3, 4}, 8, kCpu, -3.0f, 3.0f));
@@ -73,10 +71,14 @@ TEST(OpsGradient, Tanh) {
 }
 TEST(OpsGradient, ScalarOps) {
   const Tensor x = random_tensor({3, 4}, 10, kCpu);
-  check_unary("add_scalar", [](const Tensor& t) { return ops::add_scalar(t, 1.5f); }, x);
-  check_unary("mul_scalar", [](const Tensor& t) { return ops::mul_scalar(t, -2.5f); }, x);
-  check_unary("div_scalar", [](const Tensor& t) { return ops::div_scalar(t, 4.0f); }, x);
-  check_unary("rsub_scalar", [](const Tensor& t) { return ops::rsub_scalar(3.0f, t); }, x);
+  check_unary(
+      "add_scalar", [](const Tensor& t) { return ops::add_scalar(t, 1.5f); }, x);
+  check_unary(
+      "mul_scalar", [](const Tensor& t) { return ops::mul_scalar(t, -2.5f); }, x);
+  check_unary(
+      "div_scalar", [](const Tensor& t) { return ops::div_scalar(t, 4.0f); }, x);
+  check_unary(
+      "rsub_scalar", [](const Tensor& t) { return ops::rsub_scalar(3.0f, t); }, x);
 }
 
 TEST(OpsGradient, UnaryGradientsAreExactOnHandValues) {
@@ -102,20 +104,28 @@ enum class Op { kAdd, kSub, kMul, kDiv };
 
 Tensor run_op(Op op, const Tensor& a, const Tensor& b) {
   switch (op) {
-    case Op::kAdd: return ops::add(a, b);
-    case Op::kSub: return ops::sub(a, b);
-    case Op::kMul: return ops::mul(a, b);
-    case Op::kDiv: return ops::div(a, b);
+    case Op::kAdd:
+      return ops::add(a, b);
+    case Op::kSub:
+      return ops::sub(a, b);
+    case Op::kMul:
+      return ops::mul(a, b);
+    case Op::kDiv:
+      return ops::div(a, b);
   }
   return Tensor();
 }
 
 const char* op_name(Op op) {
   switch (op) {
-    case Op::kAdd: return "add";
-    case Op::kSub: return "sub";
-    case Op::kMul: return "mul";
-    case Op::kDiv: return "div";
+    case Op::kAdd:
+      return "add";
+    case Op::kSub:
+      return "sub";
+    case Op::kMul:
+      return "mul";
+    case Op::kDiv:
+      return "div";
   }
   return "?";
 }
@@ -163,7 +173,9 @@ TEST(OpsGradient, BinaryOpsWhenOnlyOneOperandNeedsAGradient) {
     SCOPED_TRACE(op_name(op));
     const Tensor constant_row = random_tensor({4}, 26, kCpu, 0.5f, 1.5f);
     expect_gradients_match(
-        [&](const std::vector<Tensor>& in) { return weighted_sum(run_op(op, in[0], constant_row)); },
+        [&](const std::vector<Tensor>& in) {
+          return weighted_sum(run_op(op, in[0], constant_row));
+        },
         {random_tensor({3, 4}, 27, kCpu)});
     const Tensor constant_matrix = random_tensor({3, 4}, 28, kCpu);
     expect_gradients_match(
@@ -218,6 +230,38 @@ TEST(OpsGradient, RowReductions) {
     expect_gradients_match(
         [](const std::vector<Tensor>& in) { return weighted_sum(ops::sum_squares_rows(in[0])); },
         {x});
+  }
+}
+
+TEST(OpsGradient, ReductionsOfEmptyTensorsBackpropagateEmptyGradients) {
+  // An empty batch: the forward works (sum 0, empty rows), so the backward must too.
+  struct Case {
+    const char* name;
+    Shape shape;
+    std::function<Tensor(const Tensor&)> f;
+  };
+  const std::vector<Case> cases = {
+      {"sum", {0}, [](const Tensor& x) { return ops::sum(x); }},
+      {"sum_squares", {0, 3}, [](const Tensor& x) { return ops::sum_squares(x); }},
+      {"sum_rows", {3, 0}, [](const Tensor& x) { return ops::sum(ops::sum_rows(x)); }},
+      {"sum_columns", {0, 4}, [](const Tensor& x) { return ops::sum(ops::sum_columns(x)); }},
+      {"add with a row",
+       {0, 4},
+       [](const Tensor& x) { return ops::sum(ops::add(x, Tensor::ones({4}, kCpu))); }},
+  };
+  for (const Case& c : cases) {
+    SCOPED_TRACE(std::string(c.name) + " of " + shape_str(c.shape));
+    Tensor x = Tensor::empty(c.shape, kCpu);
+    x.attach_grad();
+    try {
+      autograd::RecordScope record;
+      const Tensor y = c.f(x);
+      EXPECT_EQ(y.item(), 0.0f);
+      y.backward();
+      EXPECT_EQ(shape_str(x.grad().shape()), shape_str(c.shape));
+    } catch (const Error& error) {
+      ADD_FAILURE() << "threw: " << error.what();
+    }
   }
 }
 

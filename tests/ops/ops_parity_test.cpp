@@ -50,7 +50,7 @@ const std::vector<int64_t> kSizes = {0, 1, 7, 97, 1031, kBig};
 struct RowsCols {
   int64_t rows, cols;
 };
-const std::vector<RowsCols> kRowShapes = {{1, 1},   {3, 7},    {257, 10}, {1031, 3},
+const std::vector<RowsCols> kRowShapes = {{1, 1},    {3, 7},    {257, 10}, {1031, 3},
                                           {5, 1025}, {2, 4099}, {0, 5}};
 
 std::string shape_name(int64_t rows, int64_t cols) {
@@ -122,13 +122,20 @@ struct UnaryKind {
   bool positive_input;
 };
 const std::vector<UnaryKind> kUnaryKinds = {
-    {UnaryOp::kRelu, "relu", false},         {UnaryOp::kNeg, "neg", false},
-    {UnaryOp::kExp, "exp", false},           {UnaryOp::kLog, "log", true},
-    {UnaryOp::kSqrt, "sqrt", true},          {UnaryOp::kAbs, "abs", false},
-    {UnaryOp::kSign, "sign", false},         {UnaryOp::kSquare, "square", false},
-    {UnaryOp::kSigmoid, "sigmoid", false},   {UnaryOp::kTanh, "tanh", false},
-    {UnaryOp::kAddScalar, "add_scalar", false}, {UnaryOp::kMulScalar, "mul_scalar", false},
-    {UnaryOp::kDivScalar, "div_scalar", false}, {UnaryOp::kRsubScalar, "rsub_scalar", false},
+    {UnaryOp::kRelu, "relu", false},
+    {UnaryOp::kNeg, "neg", false},
+    {UnaryOp::kExp, "exp", false},
+    {UnaryOp::kLog, "log", true},
+    {UnaryOp::kSqrt, "sqrt", true},
+    {UnaryOp::kAbs, "abs", false},
+    {UnaryOp::kSign, "sign", false},
+    {UnaryOp::kSquare, "square", false},
+    {UnaryOp::kSigmoid, "sigmoid", false},
+    {UnaryOp::kTanh, "tanh", false},
+    {UnaryOp::kAddScalar, "add_scalar", false},
+    {UnaryOp::kMulScalar, "mul_scalar", false},
+    {UnaryOp::kDivScalar, "div_scalar", false},
+    {UnaryOp::kRsubScalar, "rsub_scalar", false},
 };
 
 TEST_F(KernelParity, UnaryEveryOpEverySize) {
@@ -188,8 +195,8 @@ TEST_F(KernelParity, BinaryEveryOpEveryBroadcast) {
                                                          : s.rows;
       const Pair b = random_pair({b_count}, 121 + n, 0.5f, 1.5f);
       for (BinaryOp op : ops_list) {
-        SCOPED_TRACE(shape_name(s.rows, s.cols) + " op " + std::to_string(int(op)) +
-                     " broadcast " + std::to_string(int(bc)));
+        SCOPED_TRACE(shape_name(s.rows, s.cols) + " op " + std::to_string(int(op)) + " broadcast " +
+                     std::to_string(int(bc)));
         Tensor expected = Tensor::empty({n}, kCpu);
         kc::binary(op, a.host.data(), b.host.data(), expected.data(), s.rows, s.cols, bc);
         Tensor y = poisoned_gpu({n});
@@ -206,7 +213,7 @@ TEST_F(KernelParity, BinaryInPlaceOverA) {
     SCOPED_TRACE(int(bc));
     const int64_t rows = 257, cols = 10;
     const Pair a = random_pair({rows * cols}, 130);
-    const int64_t b_count = bc == Broadcast::kNone ? rows * cols
+    const int64_t b_count = bc == Broadcast::kNone  ? rows * cols
                             : bc == Broadcast::kRow ? cols
                                                     : rows;
     const Pair b = random_pair({b_count}, 131);
@@ -394,15 +401,17 @@ TEST_F(KernelParity, SoftmaxCrossEntropyWithOneInvalidLabelRow) {
     kg::softmax_xent_forward(logits.device.data(), labels_gpu.data_int32(), s.rows, s.cols,
                              loss.data(), probs.data(), stream());
     const std::vector<float> loss_values = loss_expected.to_vector();
-    if (s.rows > 1) EXPECT_TRUE(std::isnan(loss_values.back())) << "CPU, invalid label";
+    if (s.rows > 1) {
+      EXPECT_TRUE(std::isnan(loss_values.back())) << "CPU, invalid label";
+    }
     expect_close(loss.to_vector(), loss_values, 1e-5 * scale, 1e-5 * scale, "xent loss");
     expect_close(probs.to_vector(), probs_expected.to_vector(), 1e-6, 1e-5 * scale, "xent probs");
 
     const Pair dloss = random_pair({s.rows}, 201);
     const Pair saved_probs = pair_of(probs_expected);
     Tensor dlogits_expected = Tensor::empty({s.rows * s.cols}, kCpu);
-    kc::softmax_xent_backward(saved_probs.host.data(), labels_host.data_int32(),
-                              dloss.host.data(), s.rows, s.cols, dlogits_expected.data());
+    kc::softmax_xent_backward(saved_probs.host.data(), labels_host.data_int32(), dloss.host.data(),
+                              s.rows, s.cols, dlogits_expected.data());
     Tensor dlogits = poisoned_gpu({s.rows * s.cols});
     kg::softmax_xent_backward(saved_probs.device.data(), labels_gpu.data_int32(),
                               dloss.device.data(), s.rows, s.cols, dlogits.data(), stream());
@@ -508,8 +517,8 @@ TEST_F(KernelParity, AdamUpdates) {
       const Pair g = random_pair({n}, 231 + uint64_t(step));
       config.step = step;
       kc::adam_update(w.host.data(), g.host.data(), m.host.data(), v.host.data(), n, config);
-      kg::adam_update(w.device.data(), g.device.data(), m.device.data(), v.device.data(), n,
-                      config, stream());
+      kg::adam_update(w.device.data(), g.device.data(), m.device.data(), v.device.data(), n, config,
+                      stream());
     }
     expect_close(w.device.to_vector(), w.host.to_vector(), 1e-6, 1e-5, "weight");
     expect_close(m.device.to_vector(), m.host.to_vector(), 1e-6, 1e-5, "mean");
@@ -555,8 +564,15 @@ void expect_op_parity(const std::string& name, const OpFn& f, const std::vector<
     }
   }
   autograd::RecordScope record;
-  const Tensor y_cpu = f(on_cpu);
-  const Tensor y_gpu = f(on_gpu);
+  Tensor y_cpu, y_gpu;
+  // An op that throws fails this case only, so that the cases after it still run.
+  try {
+    y_cpu = f(on_cpu);
+    y_gpu = f(on_gpu);
+  } catch (const Error& error) {
+    ADD_FAILURE() << name << ": forward threw: " << error.what();
+    return;
+  }
   ASSERT_EQ(y_gpu.device(), gpu()) << name << ": result left the GPU";
   ASSERT_EQ(shape_str(y_gpu.shape()), shape_str(y_cpu.shape()));
   if (y_cpu.dtype() == DType::kInt32) {
@@ -566,8 +582,13 @@ void expect_op_parity(const std::string& name, const OpFn& f, const std::vector<
   expect_close(y_gpu.to_vector(), y_cpu.to_vector(), forward.atol, forward.rtol, name + " forward");
   if (!differentiable) return;
   const Tensor head = random_tensor(y_cpu.shape(), 999, kCpu);
-  y_cpu.backward(head);
-  y_gpu.backward(head.to(gpu()));
+  try {
+    y_cpu.backward(head);
+    y_gpu.backward(head.to(gpu()));
+  } catch (const Error& error) {
+    ADD_FAILURE() << name << ": backward threw: " << error.what();
+    return;
+  }
   for (size_t i = 0; i < inputs.size(); ++i) {
     if (inputs[i].dtype() != DType::kFloat32) continue;
     ASSERT_TRUE(on_gpu[i].grad().defined());
@@ -711,34 +732,33 @@ TEST_F(OpParity, MatmulAllTransposesLinearAndReshape) {
     for (bool tb : {false, true}) {
       const Transpose op_a = ta ? Transpose::kYes : Transpose::kNo;
       const Transpose op_b = tb ? Transpose::kYes : Transpose::kNo;
-      expect_op_parity(
-          std::string("matmul") + (ta ? " A^T" : " A") + (tb ? " B^T" : " B"),
-          [op_a, op_b](const std::vector<Tensor>& in) {
-            return ops::matmul(in[0], in[1], op_a, op_b);
-          },
-          {random_tensor(ta ? Shape{k, m} : Shape{m, k}, 340, kCpu),
-           random_tensor(tb ? Shape{n, k} : Shape{k, n}, 341, kCpu)},
-          {1e-4, 1e-4}, {1e-4, 1e-4});
+      expect_op_parity(std::string("matmul") + (ta ? " A^T" : " A") + (tb ? " B^T" : " B"),
+                       [op_a, op_b](const std::vector<Tensor>& in) {
+                         return ops::matmul(in[0], in[1], op_a, op_b);
+                       },
+                       {random_tensor(ta ? Shape{k, m} : Shape{m, k}, 340, kCpu),
+                        random_tensor(tb ? Shape{n, k} : Shape{k, n}, 341, kCpu)},
+                       {1e-4, 1e-4}, {1e-4, 1e-4});
     }
   }
-  expect_op_parity(
-      "matmul k=0",
-      [](const std::vector<Tensor>& in) { return ops::matmul(in[0], in[1]); },
-      {Tensor::empty({3, 0}, kCpu), Tensor::empty({0, 5}, kCpu)});
+  expect_op_parity("matmul k=0",
+                   [](const std::vector<Tensor>& in) { return ops::matmul(in[0], in[1]); },
+                   {Tensor::empty({3, 0}, kCpu), Tensor::empty({0, 5}, kCpu)});
   const Tensor x = random_tensor({64, 30}, 342, kCpu);
   const Tensor w = random_tensor({20, 30}, 343, kCpu);
   const Tensor b = random_tensor({20}, 344, kCpu);
-  expect_op_parity(
-      "linear with bias",
-      [](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], in[2]); }, {x, w, b},
-      {1e-4, 1e-4}, {1e-4, 1e-4});
+  expect_op_parity("linear with bias",
+                   [](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], in[2]); },
+                   {x, w, b}, {1e-4, 1e-4}, {1e-4, 1e-4});
   expect_op_parity(
       "linear without bias",
       [](const std::vector<Tensor>& in) { return ops::linear(in[0], in[1], Tensor()); }, {x, w},
       {1e-4, 1e-4}, {1e-4, 1e-4});
-  expect_op_parity(
-      "reshape", [](const std::vector<Tensor>& in) { return ops::reshape(in[0], {-1, 6}); },
-      {random_tensor({4, 3, 2}, 345, kCpu)});
+  expect_op_parity("reshape",
+                   [](const std::vector<Tensor>& in) {
+                     return ops::reshape(in[0], {-1, 6});
+                   },
+                   {random_tensor({4, 3, 2}, 345, kCpu)});
 }
 
 TEST_F(OpParity, TwoLayerNetworkGradientsMatch) {
@@ -830,12 +850,20 @@ TEST_F(MixedDevices, OpsNameBothDevices) {
   expect_error([&] { ops::bias_add(g, Tensor::ones({3}, kCpu)); },
                {"bias_add", "different devices", "cuda:0", "cpu"});
   expect_error([&] { ops::relu_backward(c, g); }, {"relu_backward", "cpu", "cuda:0"});
-  expect_error([&] { ops::matmul(c, Tensor::ones({3, 2}, gpu())); },
-               {"matmul", "different devices", "cpu", "cuda:0"});
-  expect_error([&] { ops::linear(c, Tensor::ones({4, 3}, gpu()), Tensor()); },
-               {"different devices", "cpu", "cuda:0"});
   expect_error(
-      [&] { ops::softmax_cross_entropy(g, Tensor::from_int32({0, 1}, {2}, kCpu)); },
+      [&] {
+        ops::matmul(c, Tensor::ones({3, 2}, gpu()));
+      },
+      {"matmul", "different devices", "cpu", "cuda:0"});
+  expect_error(
+      [&] {
+        ops::linear(c, Tensor::ones({4, 3}, gpu()), Tensor());
+      },
+      {"different devices", "cpu", "cuda:0"});
+  expect_error(
+      [&] {
+        ops::softmax_cross_entropy(g, Tensor::from_int32({0, 1}, {2}, kCpu));
+      },
       {"softmax_cross_entropy", "different devices", "cuda:0", "cpu"});
   Tensor x = Tensor::ones({3}, gpu());
   x.attach_grad();

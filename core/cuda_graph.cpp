@@ -1,0 +1,73 @@
+#include "cairn/core/cuda_graph.h"
+
+#include <cuda_runtime_api.h>
+
+#include "cairn/core/allocator.h"
+#include "cairn/core/cuda_context.h"
+#include "cairn/core/error.h"
+
+namespace cairn::cuda {
+namespace {
+thread_local const void* t_capture_pool = nullptr;
+
+// Sets the thread's capture pool for a scope, restoring the previous one on every exit path.
+class PoolScope {
+ public:
+  explicit PoolScope(const void* pool) : previous_(t_capture_pool) { t_capture_pool = pool; }
+  ~PoolScope() { t_capture_pool = previous_; }
+
+ private:
+  const void* previous_;
+};
+}  // namespace
+
+const void* capture_pool() { return t_capture_pool; }
+
+std::unique_ptr<Graph> Graph::capture(const Device& device, const std::function<void()>& body) {
+  CAIRN_CHECK(device.is_cuda(), "Graph::capture: CUDA graphs need a CUDA device, got ", device);
+  std::unique_ptr<Graph> graph(new Graph(device));
+  DeviceGuard guard(device);
+  cudaStream_t stream = current_stream(device);
+  // Relaxed: allocating new memory (cudaMalloc) is allowed while the pool warms up.
+  CAIRN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
+  cudaGraph_t captured = nullptr;
+  try {
+    PoolScope pool(graph.get());
+    body();
+  } catch (...) {
+    // Leave capture mode whatever happened, so that the stream works eagerly again.
+    cudaStreamEndCapture(stream, &captured);
+    if (captured != nullptr) cudaGraphDestroy(captured);
+    cudaGetLastError();
+    cuda_allocator(device.index()).release_pool(graph.get());
+    throw;
+  }
+  CAIRN_CUDA_CHECK(cudaStreamEndCapture(stream, &captured));
+  graph->graph_ = captured;
+  size_t nodes = 0;
+  CAIRN_CUDA_CHECK(cudaGraphGetNodes(captured, nullptr, &nodes));
+  graph->nodes_ = nodes;
+  cudaGraphExec_t exec = nullptr;
+  CAIRN_CUDA_CHECK(cudaGraphInstantiate(&exec, captured, 0));
+  graph->exec_ = exec;
+  return graph;
+}
+
+void Graph::replay() {
+  DeviceGuard guard(device_);
+  CAIRN_CUDA_CHECK(
+      cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), current_stream(device_)));
+  CAIRN_CHECK_LAUNCH("cudaGraphLaunch", current_stream(device_));
+}
+
+Graph::~Graph() {
+  // Destructors never throw: statuses are ignored. Pending replays finish before the pool's memory
+  // is given back.
+  DeviceGuard guard(device_);
+  cudaDeviceSynchronize();
+  if (exec_ != nullptr) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
+  if (graph_ != nullptr) cudaGraphDestroy(static_cast<cudaGraph_t>(graph_));
+  cuda_allocator(device_.index()).release_pool(this);
+}
+
+}  // namespace cairn::cuda
