@@ -4,6 +4,7 @@
 #include <unordered_set>
 
 #include "cairn/core/error.h"
+#include "cairn/core/numerics.h"
 #include "cairn/core/ops.h"
 
 namespace cairn::autograd {
@@ -59,6 +60,8 @@ bool should_record(const std::vector<Tensor>& inputs) {
 }
 
 void record(const char* op, std::vector<Tensor> inputs, Tensor& output, BackwardFn backward) {
+  // Every recorded-or-not op passes through here with its result: the numerics check's hook.
+  detail::check_finite(op, inputs, output);
   if (!should_record(inputs)) return;
   auto node = std::make_shared<Node>();
   node->op = op;

@@ -56,7 +56,8 @@ bool is_recording();
 // True when recording and at least one input needs a gradient: only then does an op record.
 bool should_record(const std::vector<Tensor>& inputs);
 
-// Called by an op after computing `output`: attaches a node when should_record(inputs).
+// Called by every op after computing `output`: attaches a node when should_record(inputs), and
+// runs the numerics check (numerics.h) when it is on.
 void record(const char* op, std::vector<Tensor> inputs, Tensor& output, BackwardFn backward);
 
 // Runs backward from `root`. Without a head gradient, root must have exactly one element.

@@ -23,6 +23,7 @@ struct DeviceState {
 };
 
 std::atomic<kernels::MatmulPrecision> g_precision{kernels::MatmulPrecision::kFloat32};
+std::atomic<bool> g_deterministic{true};
 
 // Deliberately leaked: destroying streams and handles from a static destructor would race the
 // CUDA runtime's own teardown at exit.
@@ -68,6 +69,8 @@ kernels::BlasHandle blas_handle(const Device& device) {
       state.blas, g_precision.load() == kernels::MatmulPrecision::kTf32
                       ? CUBLAS_TF32_TENSOR_OP_MATH
                       : CUBLAS_DEFAULT_MATH));
+  CAIRN_CUBLAS_CHECK(cublasSetAtomicsMode(
+      state.blas, g_deterministic.load() ? CUBLAS_ATOMICS_NOT_ALLOWED : CUBLAS_ATOMICS_ALLOWED));
   return state.blas;
 }
 
@@ -132,4 +135,9 @@ void check_host_sync_allowed(const Device& device, const char* what) {
 namespace cairn {
 void set_matmul_precision(kernels::MatmulPrecision precision) { cuda::g_precision.store(precision); }
 kernels::MatmulPrecision matmul_precision() { return cuda::g_precision.load(); }
+}  // namespace cairn
+
+namespace cairn {
+void set_deterministic(bool enabled) { cuda::g_deterministic.store(enabled); }
+bool deterministic() { return cuda::g_deterministic.load(); }
 }  // namespace cairn

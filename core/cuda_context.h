@@ -14,6 +14,13 @@ namespace cairn {
 // cuBLAS and cuBLASLt alike.
 void set_matmul_precision(kernels::MatmulPrecision precision);
 kernels::MatmulPrecision matmul_precision();
+
+// Determinism, on by default: the same inputs give the same bits on the same GPU model and
+// toolkit, run after run. cairn's own kernels never use float atomics; this switch also keeps
+// cuBLAS off its atomics (CUBLAS_ATOMICS_NOT_ALLOWED). set_deterministic(false) lets cuBLAS use
+// them where that is faster. float32 matmuls only; TF32 is a separate opt-in.
+void set_deterministic(bool enabled);
+bool deterministic();
 }  // namespace cairn
 
 namespace cairn::cuda {

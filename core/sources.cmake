@@ -9,6 +9,7 @@ set(CAIRN_CORE_SOURCES
   core/shape.cpp
   core/tensor.cpp
   core/autograd.cpp
+  core/numerics.cpp
   core/ops/unary_ops.cpp
   core/ops/binary_ops.cpp
   core/ops/reduce_ops.cpp

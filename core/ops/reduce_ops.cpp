@@ -1,5 +1,6 @@
 // Reductions over a whole tensor, along rows and down columns, and their backward passes.
 #include "cairn/core/autograd.h"
+#include "cairn/core/numerics.h"
 #include "cairn/core/ops.h"
 #include "cairn/core/ops/op_support.h"
 #include "cairn/kernels/elementwise.h"
@@ -76,7 +77,9 @@ Tensor mean(const Tensor& x) {
 
 Tensor max(const Tensor& x) {
   refuse_gradient("max", x);
-  return run_reduce_all("max", ReduceOp::kMax, x);
+  Tensor y = run_reduce_all("max", ReduceOp::kMax, x);
+  cairn::detail::check_finite("max", {x}, y);
+  return y;
 }
 
 Tensor sum_squares(const Tensor& x) {
@@ -110,7 +113,9 @@ Tensor mean_rows(const Tensor& x) {
 
 Tensor max_rows(const Tensor& x) {
   refuse_gradient("max_rows", x);
-  return run_reduce_rows("max_rows", ReduceOp::kMax, x);
+  Tensor y = run_reduce_rows("max_rows", ReduceOp::kMax, x);
+  cairn::detail::check_finite("max_rows", {x}, y);
+  return y;
 }
 
 Tensor sum_squares_rows(const Tensor& x) {

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "cairn/core/autograd.h"
+#include "cairn/core/numerics.h"
 #include "cairn/core/ops.h"
 #include "cairn/core/ops/op_support.h"
 #include "cairn/kernels/elementwise.h"
@@ -45,6 +46,7 @@ Tensor relu_backward(const Tensor& x, const Tensor& dy) {
       [&](cuda::Stream stream) {
         kernels::cuda::relu_backward(x.data(), dy.data(), dx.data(), x.numel(), stream);
       });
+  cairn::detail::check_finite(kOp, {x, dy}, dx);
   return dx;
 }
 
