@@ -57,8 +57,14 @@ std::string panel(double x0, const std::string& label, double low, double high, 
         << "\" text-anchor=\"end\" font-size=\"11\">" << std::to_string(value).substr(0, 5)
         << "</text>\n";
   }
-  out << "<text x=\"" << x0 + width / 2 << "\" y=\"" << y0 + height + 30
-      << "\" text-anchor=\"middle\" font-size=\"12\">epoch (1 to " << max_epoch << ")</text>\n";
+  const int step = max_epoch <= 12 ? 1 : (max_epoch + 11) / 12;
+  for (int epoch = 1; epoch <= max_epoch; epoch += step) {
+    const double x = x0 + width * (max_epoch > 1 ? double(epoch - 1) / (max_epoch - 1) : 0.5);
+    out << "<text x=\"" << x << "\" y=\"" << y0 + height + 15
+        << "\" text-anchor=\"middle\" font-size=\"11\">" << epoch << "</text>\n";
+  }
+  out << "<text x=\"" << x0 + width / 2 << "\" y=\"" << y0 + height + 32
+      << "\" text-anchor=\"middle\" font-size=\"12\">epoch</text>\n";
   return out.str();
 }
 

@@ -186,10 +186,7 @@ int run(const Options& options) {
   std::vector<curves::EpochRow> rows;
   int first_epoch = 1;
   if (!options.resume.empty()) {
-    // Deferred shapes must be known before the file's tensors can be checked against them.
-    Batch probe;
-    train_loader.next(probe);
-    (*net)(probe.x);
+    // Deferred shapes are filled in from the file.
     const auto metadata = load_checkpoint(options.resume, *net, trainer, device);
     first_epoch = std::stoi(metadata.at("epoch")) + 1;
     for (const curves::EpochRow& row : curves::read_csv(csv)) {
