@@ -49,7 +49,8 @@ void check_finite(const char* op, const std::vector<Tensor>& inputs, const Tenso
                 bad_input, ": it came into cairn's ops from outside (the data, or a tensor written "
                 "directly)");
   }
-  const float value = output.reshape({output.numel()}).to_vector()[size_t(bad)];
+  // Not reshape(): that is an op, whose own check would report this output as a bad input.
+  const float value = output.to_vector()[size_t(bad)];
   CAIRN_FAIL("check_numerics: ", op, " produced ", std::isnan(value) ? "NaN" : "Inf",
              " at element ", bad, " of its ", shape_str(output.shape()), " result on ",
              output.device(), " from finite inputs");

@@ -7,3 +7,8 @@ cairn_add_test(ops_test ops/ops_cpu_test.cpp ops/ops_gradient_test.cpp ops/ops_b
 cairn_add_test(ops_gpu_test ops/ops_parity_test.cpp)
 cairn_add_test(training_test blocks/training_test.cpp)
 cairn_add_test(formats_test blocks/safetensors_test.cpp blocks/idx_test.cpp)
+cairn_add_test(hardening_test hardening/hardening_test.cpp hardening/determinism_test.cpp)
+add_test(NAME embed.find_package_consumer COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/embed/embed_test.sh ${CMAKE_BINARY_DIR} ${PROJECT_SOURCE_DIR} "${CMAKE_CUDA_ARCHITECTURES}")
+set_tests_properties(embed.find_package_consumer PROPERTIES TIMEOUT 900 LABELS embed)
+cairn_add_test(speed_test speed/hybridize_test.cpp)
+target_include_directories(speed_test PRIVATE ${PROJECT_SOURCE_DIR}/samples)

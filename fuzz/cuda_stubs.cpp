@@ -1,0 +1,85 @@
+// The fuzz build compiles cairn's host code with clang and libFuzzer, not its CUDA kernels: the
+// readers only ever make CPU tensors. core/ links against the kernel launchers all the same, so
+// each one is defined here to throw. Reaching one would mean a CPU-only path touched the GPU,
+// which is a finding in itself. A new launcher in kernels/*.h needs a line here.
+#include "cairn/core/error.h"
+#include "cairn/kernels/dense.h"
+#include "cairn/kernels/elementwise.h"
+#include "cairn/kernels/gemm.h"
+#include "cairn/kernels/loss.h"
+#include "cairn/kernels/optimizer.h"
+#include "cairn/kernels/random.h"
+#include "cairn/kernels/reduce.h"
+#include "cairn/kernels/softmax.h"
+
+namespace cairn::kernels::cuda {
+namespace {
+[[noreturn]] void no_cuda(const char* launcher) {
+  CAIRN_FAIL(launcher, ": no CUDA in the fuzz build (a CPU-only path reached a CUDA kernel)");
+}
+}  // namespace
+
+void dense_forward(LtHandle, const float*, const float*, const float*, float*, int64_t, int64_t,
+                   int64_t, DenseEpilogue, MatmulPrecision, void*, size_t, StreamHandle) {
+  no_cuda("dense_forward");
+}
+void dense_weight_backward(LtHandle, const float*, const float*, float*, float*, int64_t, int64_t,
+                           int64_t, MatmulPrecision, void*, size_t, StreamHandle) {
+  no_cuda("dense_weight_backward");
+}
+void fill(float*, int64_t, float, StreamHandle) { no_cuda("fill"); }
+void fill_int32(int32_t*, int64_t, int32_t, StreamHandle) { no_cuda("fill_int32"); }
+void unary(UnaryOp, const float*, float*, int64_t, float, StreamHandle) { no_cuda("unary"); }
+void binary(BinaryOp, const float*, const float*, float*, int64_t, int64_t, Broadcast,
+            StreamHandle) {
+  no_cuda("binary");
+}
+void relu_backward(const float*, const float*, float*, int64_t, StreamHandle) {
+  no_cuda("relu_backward");
+}
+void gemm(const ColumnMajorGemmPlan&, BlasHandle) { no_cuda("gemm"); }
+void l2_loss_forward(const float*, const float*, int64_t, int64_t, float*, StreamHandle) {
+  no_cuda("l2_loss_forward");
+}
+void l2_loss_backward(const float*, const float*, const float*, int64_t, int64_t, float*,
+                      StreamHandle) {
+  no_cuda("l2_loss_backward");
+}
+void sgd_update(float*, const float*, float*, int64_t, const SgdConfig&, StreamHandle) {
+  no_cuda("sgd_update");
+}
+void adam_update(float*, const float*, float*, float*, int64_t, const AdamConfig&, StreamHandle) {
+  no_cuda("adam_update");
+}
+void uniform(float*, int64_t, uint64_t, float, float, StreamHandle) { no_cuda("uniform"); }
+void normal(float*, int64_t, uint64_t, float, float, StreamHandle) { no_cuda("normal"); }
+size_t reduce_all_workspace_bytes(ReduceOp, int64_t) { no_cuda("reduce_all_workspace_bytes"); }
+void reduce_all(ReduceOp, const float*, int64_t, float*, void*, size_t, StreamHandle) {
+  no_cuda("reduce_all");
+}
+void reduce_rows(ReduceOp, const float*, int64_t, int64_t, float*, StreamHandle) {
+  no_cuda("reduce_rows");
+}
+size_t sum_columns_workspace_bytes(int64_t, int64_t) { no_cuda("sum_columns_workspace_bytes"); }
+void sum_columns(const float*, int64_t, int64_t, float*, Accumulate, void*, size_t, StreamHandle) {
+  no_cuda("sum_columns");
+}
+void argmax_rows(const float*, int64_t, int64_t, int32_t*, StreamHandle) {
+  no_cuda("argmax_rows");
+}
+void softmax_rows(const float*, int64_t, int64_t, float*, StreamHandle) {
+  no_cuda("softmax_rows");
+}
+void softmax_backward_rows(const float*, const float*, int64_t, int64_t, float*, StreamHandle) {
+  no_cuda("softmax_backward_rows");
+}
+void softmax_xent_forward(const float*, const int32_t*, int64_t, int64_t, float*, float*,
+                          StreamHandle) {
+  no_cuda("softmax_xent_forward");
+}
+void softmax_xent_backward(const float*, const int32_t*, const float*, int64_t, int64_t, float*,
+                           StreamHandle) {
+  no_cuda("softmax_xent_backward");
+}
+
+}  // namespace cairn::kernels::cuda
