@@ -100,9 +100,8 @@ void gemm(benchmark::State& state, Impl impl, MatmulPrecision precision) {
     const Rotation r = reps_for(flops);
     std::vector<double> per_call;
     if (impl == Impl::kCublas) {
-      per_call = time_launches(state, r, [&](int, cudaStream_t stream) {
-        raw_sgemm(o, m, n, k, precision, stream);
-      });
+      per_call = time_launches(
+          state, r, [&](int, cudaStream_t stream) { raw_sgemm(o, m, n, k, precision, stream); });
     } else if (impl == Impl::kMatmul) {
       per_call = time_launches(state, r, [&](int, cudaStream_t) {
         benchmark::DoNotOptimize(ops::matmul(o.x, o.w, ops::Transpose::kNo, ops::Transpose::kYes));

@@ -335,7 +335,8 @@ Tensor cpu_random(const Shape& shape, uint64_t seed) {
 void BM_cpu_relu_forward(benchmark::State& state) {
   const int64_t n = rows_of(state) * cols_of(state);
   const Tensor x = cpu_random({n}, 1), y = Tensor::empty({n}, Device::cpu());
-  cpu_kernel(state, 2 * n * kF, [&] { kernels::cpu::unary(UnaryOp::kRelu, x.data(), y.data(), n, 0); });
+  cpu_kernel(state, 2 * n * kF,
+             [&] { kernels::cpu::unary(UnaryOp::kRelu, x.data(), y.data(), n, 0); });
 }
 
 void BM_cpu_bias_add(benchmark::State& state) {
@@ -349,9 +350,11 @@ void BM_cpu_bias_add(benchmark::State& state) {
 
 void BM_cpu_add(benchmark::State& state) {
   const int64_t rows = rows_of(state), cols = cols_of(state), n = rows * cols;
-  const Tensor a = cpu_random({n}, 4), b = cpu_random({n}, 5), y = Tensor::empty({n}, Device::cpu());
+  const Tensor a = cpu_random({n}, 4), b = cpu_random({n}, 5),
+               y = Tensor::empty({n}, Device::cpu());
   cpu_kernel(state, 3 * n * kF, [&] {
-    kernels::cpu::binary(BinaryOp::kAdd, a.data(), b.data(), y.data(), rows, cols, Broadcast::kNone);
+    kernels::cpu::binary(BinaryOp::kAdd, a.data(), b.data(), y.data(), rows, cols,
+                         Broadcast::kNone);
   });
 }
 

@@ -107,7 +107,8 @@ void BM_gpu_train_step_eager(benchmark::State& state, int64_t mlp) {
   guarded(state, [&] {
     const int64_t batch = state.range(0);
     auto setup = make_setup(hidden_of(mlp), batch, gpu());
-    time_steps(state, [&] { setup->step(setup->x, setup->y); }, flops_per_step(mlp, batch));
+    time_steps(
+        state, [&] { setup->step(setup->x, setup->y); }, flops_per_step(mlp, batch));
     state.SetLabel("eager");
   });
 }
@@ -120,7 +121,8 @@ void BM_gpu_train_step_hybridized(benchmark::State& state, int64_t mlp) {
     auto setup = make_setup(hidden_of(mlp), batch, gpu());
     CapturedStep captured([&](const Tensor& x, const Tensor& y) { setup->step(x, y); }, gpu());
     // Warm-up inside time_steps: run 1 is eager, run 2 captures and replays, the rest replay.
-    time_steps(state, [&] { captured.run(setup->x, setup->y); }, flops_per_step(mlp, batch));
+    time_steps(
+        state, [&] { captured.run(setup->x, setup->y); }, flops_per_step(mlp, batch));
     state.counters["captured"] = captured.captured() ? 1 : 0;
     state.SetLabel(captured.captured() ? std::string("CUDA graph")
                                        : "eager: " + captured.eager_reason());

@@ -50,8 +50,12 @@ CapturedStep::CapturedStep(Body body, const Device& device, HybridizeOptions opt
 void CapturedStep::run(const Tensor& x, const Tensor& y) {
   ++runs_;
   if (graph_ != nullptr) {
-    refill(static_x_, x, "the input");
-    refill(static_y_, y, "the labels");
+    CAIRN_CHECK(trainer_ == nullptr || trainer_->learning_rate() == captured_learning_rate_,
+                "CapturedStep: the learning rate changed from ", captured_learning_rate_, " to ",
+                trainer_->learning_rate(), " after the step was captured; the graph would keep "
+                "the old one (make a new CapturedStep)");
+    if (!static_x_.same(x)) refill(static_x_, x, "the input");
+    if (!static_y_.same(y)) refill(static_y_, y, "the labels");
     graph_->replay();
     return;
   }
@@ -86,6 +90,7 @@ void CapturedStep::capture_and_run(const Tensor& x, const Tensor& y) {
     if (trainer_ != nullptr) trainer_->load_state(trainer_before, trainer_metadata);
   }
 
+  if (trainer_ != nullptr) captured_learning_rate_ = trainer_->learning_rate();
   try {
     graph_ = cuda::Graph::capture(device_, [&] { body_(static_x_, static_y_); });
   } catch (const Error& error) {

@@ -31,7 +31,9 @@ struct HybridizeOptions {
 };
 
 // A whole training step as one graph. The body reads only its two arguments (the batch) and
-// tensors that outlive the step (parameters, gradients, optimizer state).
+// tensors that outlive the step (parameters, gradients, optimizer state). Host-side values are
+// frozen into the graph at capture: the learning rate (a change after capture throws, when the
+// trainer was given), and the trainer's step counters, which stop advancing while replaying.
 //   CapturedStep step([&](const Tensor& x, const Tensor& y) {
 //     Tensor loss;
 //     { autograd::RecordScope record; loss = loss_fn((*net)(x), y); }
@@ -60,6 +62,7 @@ class CapturedStep {
   HybridizeOptions options_;
   ParameterDict params_;
   Trainer* trainer_;
+  float captured_learning_rate_ = 0.0f;
   std::unique_ptr<cuda::Graph> graph_;
   Tensor static_x_, static_y_;
   std::string eager_reason_;
@@ -78,9 +81,11 @@ class HybridForward {
 
  private:
   struct Entry {
+    // The graph is declared first so that it is destroyed last: its output block is freed while
+    // the pool is alive (the allocator also handles the other order, see release_pool).
+    std::unique_ptr<cuda::Graph> graph;
     int64_t calls = 0;
     Tensor input, output;
-    std::unique_ptr<cuda::Graph> graph;
   };
   HybridizeOptions options_;
   std::map<std::string, Entry> by_shape_;

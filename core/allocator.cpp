@@ -32,6 +32,7 @@ void* CachingAllocator::allocate(size_t bytes, const void* stream) {
   const size_t rounded = bucket_size(bytes);
   std::lock_guard<std::mutex> lock(mutex_);
   ++stats_.requests;
+  dead_pools_.erase(stream);  // a new graph may live at a dead one's address
 
   void* ptr = nullptr;
   auto list = free_lists_.find({stream, rounded});
@@ -68,6 +69,12 @@ void CachingAllocator::deallocate(void* ptr) noexcept {
   const Block block = found->second;
   in_use_.erase(found);
   stats_.bytes_in_use -= int64_t(block.bytes);
+  if (dead_pools_.count(block.stream) != 0) {
+    raw_->release(ptr);
+    ++stats_.raw_frees;
+    stats_.bytes_reserved -= int64_t(block.bytes);
+    return;
+  }
   free_lists_[{block.stream, block.bytes}].push_back(ptr);
 }
 
@@ -78,6 +85,7 @@ void CachingAllocator::empty_cache() {
 
 void CachingAllocator::release_pool(const void* key) noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
+  dead_pools_.insert(key);
   for (auto it = free_lists_.begin(); it != free_lists_.end();) {
     if (it->first.first != key) {
       ++it;

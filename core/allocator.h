@@ -14,6 +14,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
@@ -51,7 +52,9 @@ class CachingAllocator {
   void deallocate(void* ptr) noexcept;
 
   void empty_cache();  // gives every cached (free) block back to the raw allocator
-  // Gives back the cached blocks of one key (a CUDA graph's private pool, when the graph dies).
+  // Gives back the cached blocks of one key (a CUDA graph's private pool, when the graph dies),
+  // and marks the key dead: blocks of that pool still held by tensors go straight back to the raw
+  // allocator when freed, instead of waiting in a list no one will draw from.
   void release_pool(const void* key) noexcept;
   AllocatorStats stats() const;
   void reset_peak();
@@ -71,6 +74,7 @@ class CachingAllocator {
   std::unique_ptr<RawAllocator> raw_;
   std::map<FreeListKey, std::vector<void*>> free_lists_;
   std::unordered_map<void*, Block> in_use_;
+  std::unordered_set<const void*> dead_pools_;
   AllocatorStats stats_;
   void release_cached_locked();
 };

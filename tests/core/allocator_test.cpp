@@ -113,6 +113,24 @@ TEST(CachingAllocator, EmptyCacheReturnsEverythingFree) {
   f.allocator.deallocate(b);
 }
 
+TEST(CachingAllocator, BlocksOfADeadGraphPoolGoStraightBackToTheBackend) {
+  Fixture f;
+  int graph = 0, stream = 0;
+  void* cached = f.allocator.allocate(3000, &graph);
+  void* still_held = f.allocator.allocate(9000, &graph);  // a graph's output, outliving it
+  f.allocator.deallocate(cached);
+  f.allocator.release_pool(&graph);  // the graph dies
+  EXPECT_EQ(f.raw->releases, 1);
+  f.allocator.deallocate(still_held);
+  EXPECT_EQ(f.raw->releases, 2);  // not parked in a list nobody draws from
+  EXPECT_EQ(f.allocator.stats().bytes_reserved, 0);
+  // Other keys are unaffected, and a new pool at the same address caches again.
+  f.allocator.deallocate(f.allocator.allocate(3000, &stream));
+  void* reborn = f.allocator.allocate(3000, &graph);
+  f.allocator.deallocate(reborn);
+  EXPECT_EQ(f.raw->releases, 2);
+}
+
 TEST(CachingAllocator, UnknownPointersAreIgnoredNotFatal) {
   Fixture f;
   int not_ours = 0;
