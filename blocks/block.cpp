@@ -22,6 +22,16 @@ void print_tree(std::ostream& out, const Block& block, int indent) {
   out << std::string(size_t(indent), ' ') << ")";
 }
 
+// A file's shape fits a parameter's when the ranks agree and every known (non-zero) dimension
+// matches: deferred dimensions are filled in from the file.
+bool shape_fits(const Shape& expected, const Shape& found) {
+  if (expected.size() != found.size()) return false;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (expected[i] != 0 && expected[i] != found[i]) return false;
+  }
+  return true;
+}
+
 std::string join(const std::string& prefix, const std::string& name) {
   return prefix.empty() ? name : prefix + "." + name;
 }
@@ -114,8 +124,7 @@ void Block::load_parameters(const std::string& path, const Device& device) {
       found = true;
       if (tensor.dtype() != DType::kFloat32) {
         problems += "\n  '" + name + "': file has " + dtype_name(tensor.dtype()) + ", expected float32";
-      } else if (parameter->shape_known() ? tensor.shape() != parameter->shape()
-                                          : tensor.ndim() != int64_t(parameter->shape().size())) {
+      } else if (!shape_fits(parameter->shape(), tensor.shape())) {
         problems += "\n  '" + name + "': file has shape " + shape_str(tensor.shape()) +
                     ", the network expects " + shape_str(parameter->shape());
       }

@@ -2,6 +2,9 @@
 // printing, intermediate results, and misuse.
 #include <gtest/gtest.h>
 
+#include <unistd.h>
+
+#include <filesystem>
 #include <sstream>
 
 #include "blocks_tour/lecture_networks.h"
@@ -176,6 +179,50 @@ TEST(Blocks, RegistrationRejectsDuplicatesAndBadNames) {
   expect_error([&] { bad.register_parameter("a", {2}); }, {"'a'", "already"});
   expect_error([] { Dense(0); }, {"Dense", "units must be positive"});
   expect_error([] { Activation("gelu"); }, {"unknown activation 'gelu'"});
+}
+
+// The state_dict of PyTorch's nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), written
+// by tests/data/make_safetensors_fixture.py, loads into the same network built from cairn blocks
+// (the ReLU is child 1, so the names match), and computes what numpy computed in float64.
+TEST(Blocks, LoadsAPyTorchStateDictWrittenByPython) {
+  auto net = make<Sequential>();
+  net->add(make<Dense>(3), make<Activation>("relu"), make<Dense>(2));  // in_units deferred
+  net->load_parameters(std::string(CAIRN_TEST_DATA_DIR) + "/torch_mlp_state_dict.safetensors",
+                       kCpu);
+  EXPECT_EQ(net->collect_params().at("0.weight")->shape(), (Shape{3, 4}));
+  const Tensor x = Tensor::from_vector({1, -2, 0.5f, 3, 0.25f, 0, -1, 2}, {2, 4}, kCpu);
+  testing::expect_close((*net)(x).to_vector(),
+                        {2.100000001490116f, -0.8250000029802322f, 1.1625000014901161f,
+                         -0.5437500029802322f},
+                        1e-6, 1e-6, "output");
+}
+
+TEST(Blocks, SaveThenLoadRoundTripsEveryParameterAndConstant) {
+  const std::string path = (std::filesystem::temp_directory_path() /
+                            ("cairn_roundtrip_" + std::to_string(::getpid()) + ".safetensors"))
+                               .string();
+  auto saved = lecture::chimera(/*seed=*/5);
+  saved->initialize(init::uniform(0.3f), kCpu, 11);
+  const Tensor y = (*saved)(lecture_input());
+  saved->save_parameters(path);
+
+  auto loaded = lecture::chimera(/*seed=*/99);  // another constant, and shapes still deferred
+  loaded->load_parameters(path, kCpu);
+  for (const auto& [name, parameter] : saved->collect_params()) {
+    EXPECT_EQ(loaded->collect_params().at(name)->data().to_vector(), parameter->data().to_vector())
+        << name;
+  }
+  EXPECT_EQ((*loaded)(lecture_input()).to_vector(), y.to_vector());
+
+  // A file for another network: every difference is listed.
+  expect_error([&] { lecture::sequential_mlp()->load_parameters(path, kCpu); },
+               {"does not match the network", "'0.weight': missing from the file",
+                "'0.net.0.weight': in the file but not in the network"});
+  auto wrong_shape = make<Sequential>();
+  wrong_shape->add(make<lecture::NestMLP>(), make<Dense>(21), make<lecture::FancyMLP>());
+  expect_error([&] { wrong_shape->load_parameters(path, kCpu); },
+               {"'1.weight': file has shape (20, 16)"});
+  std::filesystem::remove(path);
 }
 
 }  // namespace

@@ -54,7 +54,22 @@ def write_safetensors(path, tensors, metadata):
             out.write(blob)
 
 
+def write_state_dict_fixture(directory):
+    """torch_mlp_state_dict.safetensors: only the state_dict of
+    nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), as torch's save_file would write
+    it, and the network's output for two inputs, computed here in float64 for the C++ test."""
+    tensors = {k: v for k, v in fixture_tensors().items() if k != "step"}
+    write_safetensors(os.path.join(directory, "torch_mlp_state_dict.safetensors"), tensors,
+                      {"format": "pt"})
+    x = np.array([[1.0, -2.0, 0.5, 3.0], [0.25, 0.0, -1.0, 2.0]])
+    hidden = np.maximum(x @ tensors["0.weight"].astype(np.float64).T
+                        + tensors["0.bias"].astype(np.float64), 0)
+    y = hidden @ tensors["2.weight"].astype(np.float64).T + tensors["2.bias"].astype(np.float64)
+    print("expected output of the state-dict network for", x.tolist(), ":", y.tolist())
+
+
 def main():
+    write_state_dict_fixture(os.path.dirname(os.path.abspath(__file__)))
     path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "python_written.safetensors")
     tensors = fixture_tensors()
     metadata = {"format": "pt"}
