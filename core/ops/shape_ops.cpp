@@ -16,7 +16,8 @@ Tensor reshape(const Tensor& x, const Shape& requested) {
       inferred_axis = int64_t(i);
     } else {
       CAIRN_CHECK(shape[i] >= 0, kOp, ": negative dimension in ", shape_str(requested));
-      known *= shape[i];
+      CAIRN_CHECK(!__builtin_mul_overflow(known, shape[i], &known), kOp, ": shape ",
+                  shape_str(requested), " has more elements than int64_t can count");
     }
   }
   if (inferred_axis >= 0) {
