@@ -1,3 +1,4 @@
+#include "cairn/core/atomic_file.h"
 #include "cairn/blocks/idx.h"
 
 #include <fcntl.h>
@@ -31,68 +32,7 @@ struct GzCloser {
 };
 using GzFilePtr = std::unique_ptr<gzFile_s, GzCloser>;
 
-struct FileCloser {
-  void operator()(std::FILE* file) const { std::fclose(file); }
-};
-using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
 
-// Writes into "<path>.tmp-<pid>" beside the target and renames it onto the target in commit();
-// if anything throws first, the destructor removes the temp file and the target is untouched.
-// (The same protocol as save_safetensors.)
-class AtomicFile {
- public:
-  AtomicFile(const std::string& path, const char* op)
-      : path_(path), temp_path_(path + ".tmp-" + std::to_string(::getpid())), op_(op) {
-    file_.reset(std::fopen(temp_path_.c_str(), "wb"));
-    if (file_ == nullptr) fail("cannot create the temporary file " + temp_path_);
-  }
-  ~AtomicFile() {
-    if (!committed_) {
-      file_.reset();
-      std::remove(temp_path_.c_str());
-    }
-  }
-  AtomicFile(const AtomicFile&) = delete;
-  AtomicFile& operator=(const AtomicFile&) = delete;
-
-  void write(const void* data, size_t bytes) {
-    if (bytes == 0) return;
-    if (std::fwrite(data, 1, bytes, file_.get()) != bytes)
-      fail("write to " + temp_path_ + " failed");
-  }
-
-  void commit() {
-    // Synced before the rename, so that the name never points at data still in flight.
-    if (std::fflush(file_.get()) != 0) fail("flushing " + temp_path_ + " failed");
-    if (::fsync(::fileno(file_.get())) != 0) fail("fsync of " + temp_path_ + " failed");
-    if (std::fclose(file_.release()) != 0) fail("closing " + temp_path_ + " failed");
-    if (std::rename(temp_path_.c_str(), path_.c_str()) != 0) {
-      fail("cannot rename " + temp_path_ + " onto it");
-    }
-    committed_ = true;
-    // Best effort: makes the rename durable; some file systems refuse fsync on a directory.
-    const size_t slash = path_.find_last_of('/');
-    const std::string directory =
-        slash == std::string::npos ? "." : (slash == 0 ? "/" : path_.substr(0, slash));
-    const int fd = ::open(directory.c_str(), O_RDONLY | O_DIRECTORY);
-    if (fd >= 0) {
-      ::fsync(fd);
-      ::close(fd);
-    }
-  }
-
- private:
-  [[noreturn]] void fail(const std::string& what) const {
-    const int error = errno;
-    CAIRN_FAIL(op_, ": ", path_, ": ", what, ": ", std::strerror(error));
-  }
-
-  std::string path_;
-  std::string temp_path_;
-  const char* op_;
-  FilePtr file_;
-  bool committed_ = false;
-};
 
 const char* idx_type_name(int type) {
   switch (type) {

@@ -11,20 +11,10 @@
 
 #include "cairn/core/error.h"
 #include "cairn/kernels/elementwise.h"
+#include "cairn/kernels/cuda/launch.cuh"
 
 namespace cairn::kernels::cuda {
 namespace {
-
-constexpr int kBlockThreads = 256;
-// A grid-stride loop needs only enough blocks to fill the GPU: 4096 blocks of 256 threads is about
-// 32 resident blocks' worth on each of 132 SMs (H100), and more than any current part can hold.
-constexpr int64_t kMaxBlocks = 4096;
-
-int grid_size(int64_t work_items) {
-  return static_cast<int>(std::min((work_items + kBlockThreads - 1) / kBlockThreads, kMaxBlocks));
-}
-
-bool aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Below this many elements the scalar kernel is as fast, and the float4 path is not worth a branch.
 constexpr int64_t kVectorMinElements = 1024;

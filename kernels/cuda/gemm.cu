@@ -13,13 +13,10 @@
 
 #include "cairn/core/error.h"
 #include "cairn/kernels/gemm.h"
+#include "cairn/kernels/cuda/launch.cuh"
 
 namespace cairn::kernels::cuda {
 namespace {
-
-constexpr int kBlockThreads = 256;
-// Enough blocks to fill any current GPU; the grid-stride loop covers the rest.
-constexpr int64_t kMaxBlocks = 4096;
 
 // c: column-major (m, n) with leading dimension ldc; c = beta * c, and exactly 0 when beta == 0
 // (never 0 * NaN), as BLAS defines the k == 0 product.

@@ -12,17 +12,14 @@
 
 #include "cairn/core/error.h"
 #include "cairn/kernels/loss.h"
+#include "cairn/kernels/cuda/launch.cuh"
 
 namespace cairn::kernels::cuda {
 namespace {
 
-constexpr int kBlockThreads = 256;
-constexpr int kWarpThreads = 32;
 constexpr int kWarpsPerBlock = kBlockThreads / kWarpThreads;
 // Up to 32 elements a lane a warp per row wins; beyond that a block per row has the parallelism.
 constexpr int64_t kWarpMaxCols = 1024;
-// Enough blocks to fill any current GPU; the grid-stride loops cover the rest.
-constexpr int64_t kMaxBlocks = 4096;
 
 // Squared differences of one row, summed by `lane` of a team of `team` threads with stride `team`.
 __device__ float partial_squared_error(const float* pred, const float* label, int64_t cols,

@@ -8,17 +8,10 @@
 
 #include "cairn/core/error.h"
 #include "cairn/kernels/optimizer.h"
+#include "cairn/kernels/cuda/launch.cuh"
 
 namespace cairn::kernels::cuda {
 namespace {
-
-constexpr int kBlockThreads = 256;
-// Enough blocks to fill any current GPU; the grid-stride loop covers the rest.
-constexpr int64_t kMaxBlocks = 4096;
-
-int grid_size(int64_t n) {
-  return static_cast<int>(std::min((n + kBlockThreads - 1) / kBlockThreads, kMaxBlocks));
-}
 
 // weight, grad, velocity: (n); velocity is read and written only when kMomentum.
 template <bool kMomentum>

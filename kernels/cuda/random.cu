@@ -30,18 +30,12 @@
 #include "cairn/core/error.h"
 #include "cairn/kernels/philox.h"
 #include "cairn/kernels/random.h"
+#include "cairn/kernels/cuda/launch.cuh"
 
 namespace cairn::kernels::cuda {
 namespace {
 
-constexpr int kBlockThreads = 256;
-// Enough blocks to fill any current GPU; the grid-stride loop covers the rest.
-constexpr int64_t kMaxBlocks = 4096;
 constexpr float kTwoPi = 6.283185307179586f;
-
-int grid_size(int64_t work_items) {
-  return static_cast<int>(std::min((work_items + kBlockThreads - 1) / kBlockThreads, kMaxBlocks));
-}
 
 // y: (n); one thread per Philox counter, which yields elements 4c .. 4c + 3.
 __global__ void uniform_kernel(float* y, int64_t n, uint64_t seed, float lo, float hi) {

@@ -14,17 +14,14 @@
 
 #include "cairn/core/error.h"
 #include "cairn/kernels/reduce.h"
+#include "cairn/kernels/cuda/launch.cuh"
 
 namespace cairn::kernels::cuda {
 namespace {
 
-constexpr int kBlockThreads = 256;
-constexpr int kWarpThreads = 32;
 constexpr int kWarpsPerBlock = kBlockThreads / kWarpThreads;
 // Rows up to this long get one warp (at most 8 elements a lane); longer rows get a whole block.
 constexpr int64_t kWarpMaxCols = 256;
-// Enough blocks to fill any current GPU; the grid-stride loop over rows covers the rest.
-constexpr int64_t kMaxBlocks = 4096;
 
 // What a row reduction does, as the three steps of a fold: load (element -> partial),
 // combine (partial, partial -> partial; associative and commutative) and finish (-> output).

@@ -6,13 +6,10 @@
 
 #include "cairn/core/error.h"
 #include "cairn/kernels/elementwise.h"
+#include "cairn/kernels/cuda/launch.cuh"
 
 namespace cairn::kernels::cuda {
 namespace {
-
-constexpr int kBlockThreads = 256;
-// Enough blocks to fill any current GPU; the grid-stride loop covers the rest.
-constexpr int64_t kMaxBlocks = 4096;
 
 // x, dy, dx: (n); dx may alias dy.
 __global__ void relu_backward_kernel(const float* x, const float* dy, float* dx, int64_t n) {

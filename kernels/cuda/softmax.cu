@@ -13,16 +13,13 @@
 
 #include "cairn/core/error.h"
 #include "cairn/kernels/softmax.h"
+#include "cairn/kernels/cuda/launch.cuh"
 
 namespace cairn::kernels::cuda {
 namespace {
 
-constexpr int kBlockThreads = 256;
-constexpr int kWarpThreads = 32;
 // Up to 32 elements a lane, a warp per row beats a block per row (no shared memory, no barriers).
 constexpr int64_t kWarpMaxCols = 1024;
-// Enough blocks to fill any current GPU; the grid-stride loop over rows covers the rest.
-constexpr int64_t kMaxBlocks = 4096;
 
 struct Sum {
   __device__ float operator()(float a, float b) const { return a + b; }

@@ -1,5 +1,7 @@
 #include "curves.h"
 
+#include <cairn/core/atomic_file.h>
+
 #include <algorithm>
 #include <cmath>
 #include <stdexcept>
@@ -10,17 +12,10 @@
 namespace curves {
 namespace {
 
-// Writes through a temporary file and a rename, so a crash never leaves half a file.
 void write_atomically(const std::string& path, const std::string& text) {
-  const std::string temporary = path + ".tmp";
-  {
-    std::ofstream out(temporary, std::ios::binary | std::ios::trunc);
-    out << text;
-    if (!out.flush()) throw std::runtime_error("cannot write " + temporary);
-  }
-  if (std::rename(temporary.c_str(), path.c_str()) != 0) {
-    throw std::runtime_error("cannot rename " + temporary + " to " + path);
-  }
+  cairn::AtomicFile file(path, "train_fashion_mnist");
+  file.write(text);
+  file.commit();
 }
 
 std::string polyline(const std::vector<EpochRow>& rows, double EpochRow::*field, double x0,
