@@ -120,6 +120,11 @@ void CapturedStep::capture_and_run(const Tensor& x, const Tensor& y) {
 
 // ---- HybridForward ----
 
+std::string HybridForward::eager_reason() const {
+  if (!eager_reason_.empty()) return eager_reason_;
+  return last_call_on_cpu_ ? "on the CPU: CUDA graphs need a GPU" : "";
+}
+
 size_t HybridForward::graphs() const {
   size_t count = 0;
   for (const auto& [shape, entry] : by_shape_) count += entry.graph != nullptr;
@@ -130,6 +135,7 @@ Tensor HybridForward::run(const std::string& block_name, const Tensor& x,
                           const std::function<Tensor(const Tensor&)>& forward) {
   // Graphs only for GPU inference: while recording, the tape needs the eager ops; inside an outer
   // capture, this block is simply part of that graph.
+  last_call_on_cpu_ = x.device().is_cpu();
   if (!x.device().is_cuda() || autograd::is_recording() || !eager_reason_.empty() ||
       cuda::is_capturing(x.device())) {
     return forward(x);

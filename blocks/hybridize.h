@@ -76,7 +76,8 @@ class HybridForward {
   // Runs `forward` on x through the cache: eager, captured or replayed.
   Tensor run(const std::string& block_name, const Tensor& x,
              const std::function<Tensor(const Tensor&)>& forward);
-  const std::string& eager_reason() const { return eager_reason_; }
+  // Why the last call ran eagerly: a failed capture's error, or the CPU; "" once replaying.
+  std::string eager_reason() const;
   size_t graphs() const;
 
  private:
@@ -90,6 +91,7 @@ class HybridForward {
   HybridizeOptions options_;
   std::map<std::string, Entry> by_shape_;
   std::string eager_reason_;
+  bool last_call_on_cpu_ = false;
 };
 
 }  // namespace cairn
