@@ -49,6 +49,9 @@ class DeviceGuard {
 };
 
 // Routes cairn's work on `device` to the caller's `stream` while in scope (this thread only).
+// Freed device memory is reused only by later work on the stream it was allocated for, so a
+// tensor allocated on one stream and used on another must stay alive until that use is done
+// (synchronise the other stream before dropping the last handle), as with PyTorch's streams.
 class StreamGuard {
  public:
   StreamGuard(const Device& device, Stream stream);

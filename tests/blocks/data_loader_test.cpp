@@ -1,0 +1,122 @@
+// The data loader: batching, normalisation, pairing of images with labels, seeded shuffles, and
+// the GPU's double-buffered copies against the CPU's batches.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <set>
+
+#include "cairn/blocks/data_loader.h"
+#include "support/test_support.h"
+
+namespace cairn {
+namespace {
+
+// Ten 3-pixel samples whose pixels encode their index, so every batch row can be traced back.
+std::shared_ptr<LabelledImages> traceable_data() {
+  auto data = std::make_shared<LabelledImages>();
+  data->count = 10;
+  data->features = 3;
+  data->classes = 10;
+  for (int i = 0; i < 10; ++i) {
+    data->pixels.insert(data->pixels.end(), {uint8_t(i), uint8_t(10 * i), uint8_t(255 - i)});
+    data->labels.push_back((i * 7) % 10);
+  }
+  return data;
+}
+
+std::vector<Batch> one_epoch(DataLoader& loader, int64_t epoch) {
+  loader.start_epoch(epoch);
+  std::vector<Batch> batches;
+  Batch batch;
+  while (loader.next(batch)) batches.push_back({batch.x.clone(), batch.y.clone()});
+  return batches;
+}
+
+TEST(DataLoader, BatchesCoverEverySampleOnceWithTheShortBatchLast) {
+  LoaderOptions options;
+  options.batch_size = 4;
+  options.seed = 3;
+  DataLoader loader(traceable_data(), options, Device::cpu());
+  EXPECT_EQ(loader.batches_per_epoch(), 3);
+  const std::vector<Batch> batches = one_epoch(loader, 0);
+  ASSERT_EQ(batches.size(), 3u);
+  EXPECT_EQ(batches[0].x.shape(), (Shape{4, 3}));
+  EXPECT_EQ(batches[2].x.shape(), (Shape{2, 3}));
+  std::set<int> seen;
+  for (const Batch& batch : batches) {
+    const std::vector<float> x = batch.x.to_vector();
+    const std::vector<int32_t> y = batch.y.to_int32_vector();
+    for (size_t row = 0; row < y.size(); ++row) {
+      const int sample = int(std::lround(x[row * 3] * 255.0f));
+      seen.insert(sample);
+      EXPECT_EQ(y[row], (sample * 7) % 10) << "label travels with its image";
+      EXPECT_FLOAT_EQ(x[row * 3 + 1], float(10 * sample) / 255.0f);
+      EXPECT_FLOAT_EQ(x[row * 3 + 2], float(255 - sample) / 255.0f);
+    }
+  }
+  EXPECT_EQ(seen.size(), 10u);
+}
+
+TEST(DataLoader, ShufflesDifferByEpochAndRepeatForTheSameEpoch) {
+  LoaderOptions options;
+  options.batch_size = 10;
+  DataLoader loader(traceable_data(), options, Device::cpu());
+  const auto first = one_epoch(loader, 1)[0].y.to_int32_vector();
+  const auto second = one_epoch(loader, 2)[0].y.to_int32_vector();
+  const auto again = one_epoch(loader, 1)[0].y.to_int32_vector();
+  EXPECT_NE(first, second);
+  EXPECT_EQ(first, again);
+  options.shuffle = false;
+  DataLoader ordered(traceable_data(), options, Device::cpu());
+  EXPECT_EQ(one_epoch(ordered, 5)[0].y.to_int32_vector(),
+            (std::vector<int32_t>{0, 7, 4, 1, 8, 5, 2, 9, 6, 3}));
+}
+
+TEST(DataLoader, DropLastAndStandardisation) {
+  LoaderOptions options;
+  options.batch_size = 4;
+  options.drop_last = true;
+  options.shuffle = false;
+  options.mean = 0.5f;
+  options.stddev = 0.25f;
+  DataLoader loader(traceable_data(), options, Device::cpu());
+  const auto batches = one_epoch(loader, 0);
+  EXPECT_EQ(batches.size(), 2u);
+  // Sample 1's last pixel: (254 / 255 - 0.5) / 0.25
+  EXPECT_NEAR(batches[0].x.to_vector()[5], (254.0f / 255.0f - 0.5f) / 0.25f, 1e-6f);
+}
+
+TEST(DataLoader, RejectsBadOptions) {
+  LoaderOptions options;
+  options.batch_size = 0;
+  testing::expect_error([&] { DataLoader(traceable_data(), options, Device::cpu()); },
+                        {"DataLoader", "batch_size must be positive"});
+  testing::expect_error(
+      [&] { DataLoader(std::make_shared<LabelledImages>(), LoaderOptions{}, Device::cpu()); },
+      {"DataLoader", "empty"});
+}
+
+class DataLoaderCudaTest : public testing::CudaTest {};
+
+// The GPU path stages batches through pinned buffers and a copy stream; what arrives must equal
+// the CPU's batches exactly, across epochs and with the short last batch.
+TEST_F(DataLoaderCudaTest, DoubleBufferedBatchesEqualTheCpuBatches) {
+  LoaderOptions options;
+  options.batch_size = 4;
+  options.seed = 9;
+  DataLoader on_cpu(traceable_data(), options, Device::cpu());
+  DataLoader on_gpu(traceable_data(), options, Device::cuda(0));
+  for (int64_t epoch = 0; epoch < 3; ++epoch) {
+    const auto expected = one_epoch(on_cpu, epoch);
+    const auto actual = one_epoch(on_gpu, epoch);
+    ASSERT_EQ(actual.size(), expected.size());
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_TRUE(actual[i].x.device().is_cuda());
+      EXPECT_EQ(actual[i].x.to_vector(), expected[i].x.to_vector()) << "epoch " << epoch;
+      EXPECT_EQ(actual[i].y.to_int32_vector(), expected[i].y.to_int32_vector());
+    }
+  }
+}
+
+}  // namespace
+}  // namespace cairn
