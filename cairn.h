@@ -1,13 +1,6 @@
 // Everything a user of cairn includes: #include <cairn/cairn.h>
 #pragma once
 
-#include "cairn/core/autograd.h"
-#include "cairn/core/cuda_context.h"
-#include "cairn/core/device.h"
-#include "cairn/core/error.h"
-#include "cairn/core/numerics.h"
-#include "cairn/core/ops.h"
-#include "cairn/core/tensor.h"
 #include "cairn/blocks/block.h"
 #include "cairn/blocks/checkpoint.h"
 #include "cairn/blocks/data_loader.h"
@@ -16,3 +9,10 @@
 #include "cairn/blocks/loss.h"
 #include "cairn/blocks/optimizer.h"
 #include "cairn/blocks/trainer.h"
+#include "cairn/core/autograd.h"
+#include "cairn/core/cuda_context.h"
+#include "cairn/core/device.h"
+#include "cairn/core/error.h"
+#include "cairn/core/numerics.h"
+#include "cairn/core/ops.h"
+#include "cairn/core/tensor.h"

@@ -47,8 +47,8 @@ Tensor Block::operator()(const Tensor& x) {
 
 void Block::add_child(const std::string& name, std::shared_ptr<Block> block) {
   CAIRN_CHECK(block != nullptr, type_name_, ": register_block('", name, "') got a null block");
-  CAIRN_CHECK(!name.empty() && name.find('.') == std::string::npos, type_name_,
-              ": child name '", name, "' must be non-empty and contain no '.'");
+  CAIRN_CHECK(!name.empty() && name.find('.') == std::string::npos, type_name_, ": child name '",
+              name, "' must be non-empty and contain no '.'");
   for (const auto& [existing, child] : children_) {
     CAIRN_CHECK(existing != name, type_name_, ": a child named '", name, "' is already registered");
   }
@@ -123,7 +123,8 @@ void Block::load_parameters(const std::string& path, const Device& device) {
       if (file_name != name) continue;
       found = true;
       if (tensor.dtype() != DType::kFloat32) {
-        problems += "\n  '" + name + "': file has " + dtype_name(tensor.dtype()) + ", expected float32";
+        problems +=
+            "\n  '" + name + "': file has " + dtype_name(tensor.dtype()) + ", expected float32";
       } else if (!shape_fits(parameter->shape(), tensor.shape())) {
         problems += "\n  '" + name + "': file has shape " + shape_str(tensor.shape()) +
                     ", the network expects " + shape_str(parameter->shape());
@@ -136,8 +137,8 @@ void Block::load_parameters(const std::string& path, const Device& device) {
       problems += "\n  '" + file_name + "': in the file but not in the network";
     }
   }
-  CAIRN_CHECK(problems.empty(), "load_parameters: ", path, " does not match the network:",
-              problems);
+  CAIRN_CHECK(problems.empty(), "load_parameters: ", path,
+              " does not match the network:", problems);
   for (const auto& [file_name, tensor] : file.tensors) {
     const ParameterPtr& parameter = params.at(file_name);
     parameter->set_data(tensor, parameter->is_initialized() ? parameter->device() : device);

@@ -51,8 +51,8 @@ LabelledImages load_fashion_mnist(const std::string& dir, bool train) {
   out.labels.resize(size_t(out.count));
   for (int64_t i = 0; i < out.count; ++i) {
     const int32_t label = labels.data[size_t(i)];
-    CAIRN_CHECK(label < 10, "load_fashion_mnist: ", labels_path, ": label ", label, " at index ",
-                i, " is not a class in [0, 10)");
+    CAIRN_CHECK(label < 10, "load_fashion_mnist: ", labels_path, ": label ", label, " at index ", i,
+                " is not a class in [0, 10)");
     out.labels[size_t(i)] = label;
   }
   out.classes = 10;
@@ -80,7 +80,7 @@ struct DataLoader::Slot {
   cudaEvent_t copied = nullptr;    // the copy into the device buffers has finished
   cudaEvent_t released = nullptr;  // the compute stream is done with the previous batch here
   int64_t length = 0;
-  bool pending = false;            // `copied` has been recorded since the last wait
+  bool pending = false;  // `copied` has been recorded since the last wait
 };
 
 DataLoader::DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderOptions& options,
@@ -89,8 +89,7 @@ DataLoader::DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderO
   CAIRN_CHECK(data_ != nullptr && data_->count > 0, "DataLoader: the data set is empty");
   CAIRN_CHECK(options_.batch_size > 0, "DataLoader: batch_size must be positive, got ",
               options_.batch_size);
-  CAIRN_CHECK(options_.stddev > 0.0f, "DataLoader: stddev must be positive, got ",
-              options_.stddev);
+  CAIRN_CHECK(options_.stddev > 0.0f, "DataLoader: stddev must be positive, got ", options_.stddev);
   CAIRN_CHECK(int64_t(data_->pixels.size()) == data_->count * data_->features &&
                   int64_t(data_->labels.size()) == data_->count,
               "DataLoader: the data set's arrays do not match count ", data_->count,
@@ -103,8 +102,8 @@ DataLoader::DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderO
     const int64_t x_count = options_.batch_size * data_->features;
     for (int i = 0; i < 2; ++i) {
       auto slot = std::make_unique<Slot>();
-      CAIRN_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&slot->host_x),
-                                      size_t(x_count) * sizeof(float)));
+      CAIRN_CUDA_CHECK(
+          cudaMallocHost(reinterpret_cast<void**>(&slot->host_x), size_t(x_count) * sizeof(float)));
       CAIRN_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&slot->host_y),
                                       size_t(options_.batch_size) * sizeof(int32_t)));
       slot->device_x = Tensor::empty({options_.batch_size, data_->features}, device_);
@@ -202,7 +201,8 @@ bool DataLoader::next(Batch& batch) {
     for (int64_t row = 0; row < length; ++row) {
       const int64_t sample = order_[size_t(next_batch_ * options_.batch_size + row)];
       const uint8_t* pixels = data_->pixels.data() + sample * features;
-      for (int64_t f = 0; f < features; ++f) x[row * features + f] = float(pixels[f]) * scale - shift;
+      for (int64_t f = 0; f < features; ++f)
+        x[row * features + f] = float(pixels[f]) * scale - shift;
       y[row] = data_->labels[size_t(sample)];
     }
     ++next_batch_;

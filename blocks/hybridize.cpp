@@ -43,7 +43,8 @@ CapturedStep::CapturedStep(Body body, const Device& device, HybridizeOptions opt
       params_(std::move(params)),
       trainer_(trainer) {
   CAIRN_CHECK(body_ != nullptr, "CapturedStep: no body");
-  CAIRN_CHECK(!options_.check || params_.size() > 0, "CapturedStep: check mode needs the parameters");
+  CAIRN_CHECK(!options_.check || params_.size() > 0,
+              "CapturedStep: check mode needs the parameters");
   if (device_.is_cpu()) eager_reason_ = "on the CPU: CUDA graphs need a GPU";
 }
 
@@ -52,7 +53,8 @@ void CapturedStep::run(const Tensor& x, const Tensor& y) {
   if (graph_ != nullptr) {
     CAIRN_CHECK(trainer_ == nullptr || trainer_->learning_rate() == captured_learning_rate_,
                 "CapturedStep: the learning rate changed from ", captured_learning_rate_, " to ",
-                trainer_->learning_rate(), " after the step was captured; the graph would keep "
+                trainer_->learning_rate(),
+                " after the step was captured; the graph would keep "
                 "the old one (make a new CapturedStep)");
     if (!static_x_.same(x)) refill(static_x_, x, "the input");
     if (!static_y_.same(y)) refill(static_y_, y, "the labels");
@@ -96,7 +98,8 @@ void CapturedStep::capture_and_run(const Tensor& x, const Tensor& y) {
   } catch (const Error& error) {
     eager_reason_ = error.what();
     std::cerr << "cairn: hybridize: the training step stays eager: " << eager_reason_ << "\n";
-    if (trainer_ != nullptr && options_.check) trainer_->load_state(trainer_before, trainer_metadata);
+    if (trainer_ != nullptr && options_.check)
+      trainer_->load_state(trainer_before, trainer_metadata);
     body_(x, y);
     return;
   }
@@ -112,9 +115,10 @@ void CapturedStep::capture_and_run(const Tensor& x, const Tensor& y) {
         where = name;
       }
     }
-    CAIRN_CHECK(worst <= options_.tolerance, "hybridize check: the captured step differs from "
-                "the eager step by ", worst, " at parameter '", where, "' (tolerance ",
-                options_.tolerance, ")");
+    CAIRN_CHECK(worst <= options_.tolerance,
+                "hybridize check: the captured step differs from "
+                "the eager step by ",
+                worst, " at parameter '", where, "' (tolerance ", options_.tolerance, ")");
   }
 }
 
@@ -164,8 +168,8 @@ Tensor HybridForward::run(const std::string& block_name, const Tensor& x,
   if (options_.check) {
     const float difference = max_abs_difference(entry.output, eager);
     CAIRN_CHECK(difference <= options_.tolerance, "hybridize check: ", block_name,
-                ": the captured forward differs from the eager one by ", difference,
-                " (tolerance ", options_.tolerance, ")");
+                ": the captured forward differs from the eager one by ", difference, " (tolerance ",
+                options_.tolerance, ")");
   }
   return entry.output.clone();
 }

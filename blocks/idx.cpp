@@ -1,4 +1,3 @@
-#include "cairn/core/atomic_file.h"
 #include "cairn/blocks/idx.h"
 
 #include <fcntl.h>
@@ -14,6 +13,7 @@
 #include <memory>
 #include <sstream>
 
+#include "cairn/core/atomic_file.h"
 #include "cairn/core/error.h"
 
 namespace cairn {
@@ -31,8 +31,6 @@ struct GzCloser {
   void operator()(gzFile file) const { gzclose(file); }
 };
 using GzFilePtr = std::unique_ptr<gzFile_s, GzCloser>;
-
-
 
 const char* idx_type_name(int type) {
   switch (type) {

@@ -45,7 +45,8 @@ class NormalInit final : public Initializer {
 
 class XavierInit final : public Initializer {
  public:
-  XavierInit(float magnitude, std::string factor) : magnitude_(magnitude), factor_(std::move(factor)) {
+  XavierInit(float magnitude, std::string factor)
+      : magnitude_(magnitude), factor_(std::move(factor)) {
     CAIRN_CHECK(factor_ == "avg" || factor_ == "in" || factor_ == "out",
                 "init::xavier: factor must be \"avg\", \"in\" or \"out\", got \"", factor_, "\"");
   }
@@ -56,7 +57,9 @@ class XavierInit final : public Initializer {
     const double receptive = double(data.numel()) / double(data.dim(0) * data.dim(1));
     const double fan_out = double(data.dim(0)) * receptive;
     const double fan_in = double(data.dim(1)) * receptive;
-    const double fan = factor_ == "avg" ? (fan_in + fan_out) / 2 : factor_ == "in" ? fan_in : fan_out;
+    const double fan = factor_ == "avg"  ? (fan_in + fan_out) / 2
+                       : factor_ == "in" ? fan_in
+                                         : fan_out;
     const float scale = float(std::sqrt(magnitude_ / fan));
     data.copy_from(Tensor::uniform(data.shape(), -scale, scale, seed, data.device()));
   }

@@ -22,10 +22,9 @@ Tensor Sequential::forward(const Tensor& x) {
 // ---- Activation ----
 
 void Activation::validate(const std::string& name) {
-  CAIRN_CHECK(name.empty() || name == "linear" || name == "relu" || name == "sigmoid" ||
-                  name == "tanh",
-              "Activation: unknown activation '", name,
-              "' (known: relu, sigmoid, tanh, linear)");
+  CAIRN_CHECK(
+      name.empty() || name == "linear" || name == "relu" || name == "sigmoid" || name == "tanh",
+      "Activation: unknown activation '", name, "' (known: relu, sigmoid, tanh, linear)");
 }
 
 Activation::Activation(std::string name) : Block("Activation"), name_(std::move(name)) {
@@ -74,14 +73,14 @@ Tensor Dense::forward(const Tensor& x) {
     weight_->set_owner(describe());
     if (bias_) bias_->set_owner(describe());
   }
-  CAIRN_CHECK(features == in_units(), describe(), ": input has ", features,
-              " features (shape ", shape_str(x.shape()), "), expected ", in_units());
+  CAIRN_CHECK(features == in_units(), describe(), ": input has ", features, " features (shape ",
+              shape_str(x.shape()), "), expected ", in_units());
   const Tensor weight = weight_->data();  // first, so a missing initialize() names the weight
   if (bias_ && (activation_.empty() || activation_ == "linear" || activation_ == "relu")) {
     // The fused path: one cuBLASLt call with its epilogue on a GPU.
-    return ops::dense(flat, weight, bias_->data(),
-                      activation_ == "relu" ? ops::DenseActivation::kRelu
-                                            : ops::DenseActivation::kNone);
+    return ops::dense(
+        flat, weight, bias_->data(),
+        activation_ == "relu" ? ops::DenseActivation::kRelu : ops::DenseActivation::kNone);
   }
   const Tensor y = ops::linear(flat, weight, bias_ ? bias_->data() : Tensor());
   return Activation::apply(activation_, y);

@@ -1,4 +1,3 @@
-#include "cairn/core/atomic_file.h"
 #include "cairn/blocks/safetensors.h"
 
 #include <fcntl.h>
@@ -14,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "cairn/core/atomic_file.h"
 #include "cairn/core/error.h"
 
 // The data section holds little-endian bytes, which we copy straight from and into tensor memory.
@@ -39,7 +39,6 @@ struct FileCloser {
   void operator()(std::FILE* file) const { std::fclose(file); }
 };
 using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
-
 
 const char* safetensors_dtype(DType dtype) {
   switch (dtype) {

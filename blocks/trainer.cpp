@@ -1,12 +1,11 @@
 #include "cairn/blocks/trainer.h"
 
-#include "cairn/core/cuda_graph.h"
-
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <optional>
 
+#include "cairn/core/cuda_graph.h"
 #include "cairn/core/error.h"
 
 namespace cairn {

@@ -23,10 +23,10 @@ namespace cairn {
 struct AllocatorStats {
   int64_t raw_allocations = 0;  // calls that reached the raw allocator
   int64_t raw_frees = 0;
-  int64_t requests = 0;         // allocate() calls with a non-zero size
-  int64_t cache_hits = 0;       // requests served from the free lists
-  int64_t bytes_in_use = 0;     // handed out and not yet returned (rounded sizes)
-  int64_t bytes_reserved = 0;   // held from the raw allocator: in use plus cached
+  int64_t requests = 0;        // allocate() calls with a non-zero size
+  int64_t cache_hits = 0;      // requests served from the free lists
+  int64_t bytes_in_use = 0;    // handed out and not yet returned (rounded sizes)
+  int64_t bytes_reserved = 0;  // held from the raw allocator: in use plus cached
   int64_t peak_bytes_in_use = 0;
 };
 

@@ -104,14 +104,15 @@ void backward(const Tensor& root, const Tensor& head_grad) {
       const Tensor grad_output = found->second;
       grads.erase(found);  // free intermediate gradients as soon as they are used
       std::vector<Tensor> input_grads = node->backward(grad_output);
-      CAIRN_CHECK(input_grads.size() == node->inputs.size(), "backward of ", node->op, ": returned ",
-                  input_grads.size(), " gradients for ", node->inputs.size(), " inputs");
+      CAIRN_CHECK(input_grads.size() == node->inputs.size(), "backward of ", node->op,
+                  ": returned ", input_grads.size(), " gradients for ", node->inputs.size(),
+                  " inputs");
       for (size_t i = 0; i < node->inputs.size(); ++i) {
         const Tensor& input = node->inputs[i];
         if (!input.requires_grad() || !input_grads[i].defined()) continue;
         CAIRN_CHECK(input_grads[i].shape() == input.shape(), "backward of ", node->op,
-                    ": gradient ", shape_str(input_grads[i].shape()), " for input ", i, " of shape ",
-                    shape_str(input.shape()));
+                    ": gradient ", shape_str(input_grads[i].shape()), " for input ", i,
+                    " of shape ", shape_str(input.shape()));
         TensorImpl* impl = input.impl().get();
         if (impl->grad_fn != nullptr) {
           accumulate(grads, impl, input_grads[i]);

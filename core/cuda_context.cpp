@@ -40,9 +40,8 @@ thread_local std::array<StreamOverride, kMaxDevices> t_overrides;
 
 DeviceState& state_for(const Device& device) {
   CAIRN_CHECK(device.is_cuda(), "cuda context: ", device, " is not a CUDA device");
-  CAIRN_CHECK(device.index() < cuda_device_count(), "cuda context: ", device,
-              " is not available (", cuda_device_count(), " CUDA devices; ",
-              cuda_unavailable_reason(), ")");
+  CAIRN_CHECK(device.index() < cuda_device_count(), "cuda context: ", device, " is not available (",
+              cuda_device_count(), " CUDA devices; ", cuda_unavailable_reason(), ")");
   DeviceState& state = device_states()[device.index()];
   std::call_once(state.created, [&] {
     DeviceGuard guard(device);
@@ -66,9 +65,8 @@ kernels::BlasHandle blas_handle(const Device& device) {
   // Binding is cheap and keeps the handle on whichever stream is current for this call.
   CAIRN_CUBLAS_CHECK(cublasSetStream(state.blas, current_stream(device)));
   CAIRN_CUBLAS_CHECK(cublasSetMathMode(
-      state.blas, g_precision.load() == kernels::MatmulPrecision::kTf32
-                      ? CUBLAS_TF32_TENSOR_OP_MATH
-                      : CUBLAS_DEFAULT_MATH));
+      state.blas, g_precision.load() == kernels::MatmulPrecision::kTf32 ? CUBLAS_TF32_TENSOR_OP_MATH
+                                                                        : CUBLAS_DEFAULT_MATH));
   CAIRN_CUBLAS_CHECK(cublasSetAtomicsMode(
       state.blas, g_deterministic.load() ? CUBLAS_ATOMICS_NOT_ALLOWED : CUBLAS_ATOMICS_ALLOWED));
   return state.blas;
@@ -127,13 +125,16 @@ bool is_capturing(const Device& device) {
 void check_host_sync_allowed(const Device& device, const char* what) {
   CAIRN_CHECK(!is_capturing(device), what,
               ": needs a host synchronisation, which cannot happen while a CUDA graph is being "
-              "captured on ", device);
+              "captured on ",
+              device);
 }
 
 }  // namespace cairn::cuda
 
 namespace cairn {
-void set_matmul_precision(kernels::MatmulPrecision precision) { cuda::g_precision.store(precision); }
+void set_matmul_precision(kernels::MatmulPrecision precision) {
+  cuda::g_precision.store(precision);
+}
 kernels::MatmulPrecision matmul_precision() { return cuda::g_precision.load(); }
 }  // namespace cairn
 

@@ -55,8 +55,7 @@ std::unique_ptr<Graph> Graph::capture(const Device& device, const std::function<
 
 void Graph::replay() {
   DeviceGuard guard(device_);
-  CAIRN_CUDA_CHECK(
-      cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), current_stream(device_)));
+  CAIRN_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), current_stream(device_)));
   CAIRN_CHECK_LAUNCH("cudaGraphLaunch", current_stream(device_));
 }
 

@@ -37,39 +37,40 @@ std::string make_message(const Args&... args) {
 }  // namespace cairn
 
 // CAIRN_CHECK(cond, "op: what was wrong ", value, ...): throws cairn::Error when cond is false.
-#define CAIRN_CHECK(cond, ...)                                                                   \
-  do {                                                                                           \
-    if (!(cond)) {                                                                               \
-      ::cairn::detail::throw_error(::cairn::detail::make_message(__VA_ARGS__), __FILE__, __LINE__); \
-    }                                                                                            \
+#define CAIRN_CHECK(cond, ...)                                                           \
+  do {                                                                                   \
+    if (!(cond)) {                                                                       \
+      ::cairn::detail::throw_error(::cairn::detail::make_message(__VA_ARGS__), __FILE__, \
+                                   __LINE__);                                            \
+    }                                                                                    \
   } while (0)
 
 #define CAIRN_FAIL(...) \
   ::cairn::detail::throw_error(::cairn::detail::make_message(__VA_ARGS__), __FILE__, __LINE__)
 
 // Each library's status checker: the expression, its status text, file and line go into the error.
-#define CAIRN_CUDA_CHECK(expr)                                                     \
-  do {                                                                             \
-    const auto cairn_status_ = (expr);                                             \
-    if (cairn_status_ != 0) {                                                      \
+#define CAIRN_CUDA_CHECK(expr)                                                          \
+  do {                                                                                  \
+    const auto cairn_status_ = (expr);                                                  \
+    if (cairn_status_ != 0) {                                                           \
       ::cairn::detail::throw_cuda_error(int(cairn_status_), #expr, __FILE__, __LINE__); \
-    }                                                                              \
+    }                                                                                   \
   } while (0)
 
-#define CAIRN_CUBLAS_CHECK(expr)                                                     \
-  do {                                                                               \
-    const auto cairn_status_ = (expr);                                               \
-    if (cairn_status_ != 0) {                                                        \
+#define CAIRN_CUBLAS_CHECK(expr)                                                          \
+  do {                                                                                    \
+    const auto cairn_status_ = (expr);                                                    \
+    if (cairn_status_ != 0) {                                                             \
       ::cairn::detail::throw_cublas_error(int(cairn_status_), #expr, __FILE__, __LINE__); \
-    }                                                                                \
+    }                                                                                     \
   } while (0)
 
-#define CAIRN_CURAND_CHECK(expr)                                                     \
-  do {                                                                               \
-    const auto cairn_status_ = (expr);                                               \
-    if (cairn_status_ != 0) {                                                        \
+#define CAIRN_CURAND_CHECK(expr)                                                          \
+  do {                                                                                    \
+    const auto cairn_status_ = (expr);                                                    \
+    if (cairn_status_ != 0) {                                                             \
       ::cairn::detail::throw_curand_error(int(cairn_status_), #expr, __FILE__, __LINE__); \
-    }                                                                                \
+    }                                                                                     \
   } while (0)
 
 // After every kernel launch: surfaces launch errors at once, and, when debug synchronisation is on

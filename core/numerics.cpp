@@ -46,7 +46,8 @@ void check_finite(const char* op, const std::vector<Tensor>& inputs, const Tenso
     const int64_t bad_input = first_non_finite(input);
     CAIRN_CHECK(bad_input < 0, "check_numerics: input ", i, " of ", op, " (shape ",
                 shape_str(input.shape()), ") already holds a non-finite value at element ",
-                bad_input, ": it came into cairn's ops from outside (the data, or a tensor written "
+                bad_input,
+                ": it came into cairn's ops from outside (the data, or a tensor written "
                 "directly)");
   }
   // Not reshape(): that is an op, whose own check would report this output as a bad input.

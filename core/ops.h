@@ -51,7 +51,7 @@ Tensor norm(const Tensor& x);         // L2 norm over all elements -> shape ()
 // Along the last axis of x viewed as (rows, cols): -> (rows)
 Tensor sum_rows(const Tensor& x);
 Tensor mean_rows(const Tensor& x);
-Tensor max_rows(const Tensor& x);     // not differentiable
+Tensor max_rows(const Tensor& x);  // not differentiable
 Tensor sum_squares_rows(const Tensor& x);
 // Down the columns of x: (N, C) -> (C); the bias gradient. Deterministic.
 Tensor sum_columns(const Tensor& x);

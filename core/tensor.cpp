@@ -152,8 +152,9 @@ Tensor Tensor::wrap(void* data, const Shape& shape, const Device& device, DType 
     CAIRN_CUDA_CHECK(cudaPointerGetAttributes(&attributes, data));
     CAIRN_CHECK(attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged,
                 "Tensor::wrap: pointer is not device memory, but ", device, " was given");
-    CAIRN_CHECK(attributes.device == device.index(), "Tensor::wrap: pointer lives on cuda:",
-                attributes.device, ", but ", device, " was given");
+    CAIRN_CHECK(attributes.device == device.index(),
+                "Tensor::wrap: pointer lives on cuda:", attributes.device, ", but ", device,
+                " was given");
   }
   auto storage = Storage::borrow(data, size_t(numel) * dtype_size(dtype), device);
   return Tensor(make_impl(std::move(storage), shape, numel, dtype));
@@ -219,8 +220,7 @@ std::vector<float> Tensor::to_vector() const {
 }
 
 std::vector<int32_t> Tensor::to_int32_vector() const {
-  CAIRN_CHECK(dtype() == DType::kInt32, "Tensor::to_int32_vector: tensor is ",
-              dtype_name(dtype()));
+  CAIRN_CHECK(dtype() == DType::kInt32, "Tensor::to_int32_vector: tensor is ", dtype_name(dtype()));
   std::vector<int32_t> values(static_cast<size_t>(numel()));
   copy_bytes(values.data(), Device::cpu(), raw_data(), device(), nbytes(),
              "Tensor::to_int32_vector");
@@ -288,9 +288,7 @@ void Tensor::zero_grad() {
   }
 }
 
-void Tensor::backward(const Tensor& head_grad) const {
-  autograd::backward(*this, head_grad);
-}
+void Tensor::backward(const Tensor& head_grad) const { autograd::backward(*this, head_grad); }
 
 Tensor Tensor::detach() const {
   const TensorImpl& impl = checked_impl("Tensor::detach");

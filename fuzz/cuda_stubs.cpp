@@ -64,12 +64,8 @@ size_t sum_columns_workspace_bytes(int64_t, int64_t) { no_cuda("sum_columns_work
 void sum_columns(const float*, int64_t, int64_t, float*, Accumulate, void*, size_t, StreamHandle) {
   no_cuda("sum_columns");
 }
-void argmax_rows(const float*, int64_t, int64_t, int32_t*, StreamHandle) {
-  no_cuda("argmax_rows");
-}
-void softmax_rows(const float*, int64_t, int64_t, float*, StreamHandle) {
-  no_cuda("softmax_rows");
-}
+void argmax_rows(const float*, int64_t, int64_t, int32_t*, StreamHandle) { no_cuda("argmax_rows"); }
+void softmax_rows(const float*, int64_t, int64_t, float*, StreamHandle) { no_cuda("softmax_rows"); }
 void softmax_backward_rows(const float*, const float*, int64_t, int64_t, float*, StreamHandle) {
   no_cuda("softmax_backward_rows");
 }

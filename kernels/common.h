@@ -19,8 +19,8 @@ struct cublasContext;
 
 namespace cairn::kernels {
 
-using StreamHandle = CUstream_st*;   // == cudaStream_t
-using BlasHandle = cublasContext*;   // == cublasHandle_t
+using StreamHandle = CUstream_st*;  // == cudaStream_t
+using BlasHandle = cublasContext*;  // == cublasHandle_t
 
 // Whether a kernel overwrites its output or adds into it. Never a bool.
 enum class Accumulate { kOverwrite, kAdd };

@@ -1,10 +1,10 @@
 // GEMM, planned once.
 //
 // cairn's matrices are row-major; cuBLAS and the reference BLAS are column-major. A row-major
-// C (M x N) = op(A) op(B) is, read column-major, C^T = op(B)^T op(A)^T: the same bytes, the operands
-// swapped. plan_gemm() turns the row-major request into that column-major call once, as a pure
-// function, and both executors (cuBLAS on the GPU, cblas_sgemm on the CPU) run the same plan. The CPU
-// tests against a naive triple loop therefore also prove the plan that the GPU runs.
+// C (M x N) = op(A) op(B) is, read column-major, C^T = op(B)^T op(A)^T: the same bytes, the
+// operands swapped. plan_gemm() turns the row-major request into that column-major call once, as a
+// pure function, and both executors (cuBLAS on the GPU, cblas_sgemm on the CPU) run the same plan.
+// The CPU tests against a naive triple loop therefore also prove the plan that the GPU runs.
 #pragma once
 
 #include <cstdint>

@@ -9,7 +9,8 @@
 namespace cairn::kernels {
 namespace cpu {
 // pred, label: (rows, cols) -> loss: (rows)
-void l2_loss_forward(const float* pred, const float* label, int64_t rows, int64_t cols, float* loss);
+void l2_loss_forward(const float* pred, const float* label, int64_t rows, int64_t cols,
+                     float* loss);
 // dpred[r, c] = dloss[r] * (pred[r, c] - label[r, c]) / cols
 void l2_loss_backward(const float* pred, const float* label, const float* dloss, int64_t rows,
                       int64_t cols, float* dpred);

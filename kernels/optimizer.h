@@ -9,9 +9,9 @@ namespace cairn::kernels {
 
 struct SgdConfig {
   float learning_rate = 0.01f;
-  float momentum = 0.0f;       // 0 disables the velocity buffer
-  float weight_decay = 0.0f;   // L2 term added to the gradient
-  float grad_scale = 1.0f;     // applied to the raw gradient first (1 / batch_size in Trainer::step)
+  float momentum = 0.0f;      // 0 disables the velocity buffer
+  float weight_decay = 0.0f;  // L2 term added to the gradient
+  float grad_scale = 1.0f;    // applied to the raw gradient first (1 / batch_size in Trainer::step)
 };
 
 struct AdamConfig {
@@ -28,7 +28,8 @@ namespace cpu {
 // g = grad_scale * grad + weight_decay * w
 // momentum > 0: v = momentum * v + g; w -= lr * v       (velocity may be null when momentum == 0)
 // momentum = 0: w -= lr * g
-void sgd_update(float* weight, const float* grad, float* velocity, int64_t n, const SgdConfig& config);
+void sgd_update(float* weight, const float* grad, float* velocity, int64_t n,
+                const SgdConfig& config);
 // g as above; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
 // w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
 void adam_update(float* weight, const float* grad, float* mean, float* variance, int64_t n,

@@ -1,7 +1,7 @@
 // Philox4x32-10 (Salmon et al., "Parallel random numbers: as easy as 1, 2, 3", SC'11).
 //
-// A counter-based generator: the i-th random number is a pure function of (seed, i), so the CPU loop
-// and the CUDA grid compute the same bits for the same seed, whatever the launch shape.
+// A counter-based generator: the i-th random number is a pure function of (seed, i), so the CPU
+// loop and the CUDA grid compute the same bits for the same seed, whatever the launch shape.
 #pragma once
 
 #include <cstdint>

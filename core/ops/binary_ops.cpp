@@ -18,8 +18,8 @@ std::optional<Broadcast> try_broadcast(const Tensor& a, const Tensor& b) {
   if (b.numel() == 1) return Broadcast::kScalar;
   const int64_t cols = detail::cols_of(a);
   const int64_t rows = detail::rows_of(a);
-  const bool b_is_row = (b.ndim() == 1 && b.dim(0) == cols) ||
-                        (b.ndim() == 2 && b.dim(0) == 1 && b.dim(1) == cols);
+  const bool b_is_row =
+      (b.ndim() == 1 && b.dim(0) == cols) || (b.ndim() == 2 && b.dim(0) == 1 && b.dim(1) == cols);
   if (a.ndim() >= 1 && b_is_row) return Broadcast::kRow;
   const bool b_is_column = a.ndim() == 2 && b.ndim() == 2 && b.dim(0) == rows && b.dim(1) == 1;
   if (b_is_column) return Broadcast::kColumn;
@@ -31,8 +31,7 @@ std::optional<Broadcast> try_broadcast(const Tensor& a, const Tensor& b) {
              " (b must match a, have one element, match a's last dimension, or be (rows, 1))");
 }
 
-Tensor run_binary(BinaryOp kind, const Tensor& a, const Tensor& b,
-                  Broadcast broadcast) {
+Tensor run_binary(BinaryOp kind, const Tensor& a, const Tensor& b, Broadcast broadcast) {
   Tensor y = Tensor::empty(a.shape(), a.device());
   const int64_t rows = detail::rows_of(a), cols = detail::cols_of(a);
   detail::dispatch(
@@ -47,12 +46,15 @@ Tensor run_binary(BinaryOp kind, const Tensor& a, const Tensor& b,
 // The gradient of a broadcast operand: the output gradient summed over the broadcast axes.
 Tensor reduce_to(const Tensor& grad, const Tensor& like, Broadcast broadcast) {
   switch (broadcast) {
-    case Broadcast::kNone: return grad;
-    case Broadcast::kScalar: return reshape(sum(grad), like.shape());
+    case Broadcast::kNone:
+      return grad;
+    case Broadcast::kScalar:
+      return reshape(sum(grad), like.shape());
     case Broadcast::kRow:
       return reshape(sum_columns(reshape(grad, {detail::rows_of(grad), detail::cols_of(grad)})),
                      like.shape());
-    case Broadcast::kColumn: return reshape(sum_rows(grad), like.shape());
+    case Broadcast::kColumn:
+      return reshape(sum_rows(grad), like.shape());
   }
   return grad;
 }

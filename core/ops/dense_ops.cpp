@@ -57,8 +57,8 @@ Tensor dense(const Tensor& x, const Tensor& weight, const Tensor& bias,
                        auto workspace = detail::workspace(device, kernels::cuda::kLtWorkspaceBytes);
                        kernels::cuda::dense_weight_backward(
                            cuda::lt_handle(device), dz.data(), x.data(), dw.data(), db.data(), n,
-                           in, out, precision, workspace->data(),
-                           kernels::cuda::kLtWorkspaceBytes, cuda::current_stream(device));
+                           in, out, precision, workspace->data(), kernels::cuda::kLtWorkspaceBytes,
+                           cuda::current_stream(device));
                      }
                      return std::vector<Tensor>{dx, dw, db};
                    });

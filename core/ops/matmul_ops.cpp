@@ -7,7 +7,9 @@
 namespace cairn::ops {
 namespace {
 
-constexpr Transpose flip(Transpose t) { return t == Transpose::kNo ? Transpose::kYes : Transpose::kNo; }
+constexpr Transpose flip(Transpose t) {
+  return t == Transpose::kNo ? Transpose::kYes : Transpose::kNo;
+}
 
 }  // namespace
 
@@ -48,11 +50,11 @@ Tensor matmul(const Tensor& a, const Tensor& b, Transpose transpose_a, Transpose
     Tensor da, db;
     // C = op(A) op(B): d op(A) = dC op(B)^T and d op(B) = op(A)^T dC, then undo the op.
     if (a.requires_grad()) {
-      da = ta ? matmul(b_data, dc, transpose_b, Transpose::kYes)     // dA = op(B) dC^T
+      da = ta ? matmul(b_data, dc, transpose_b, Transpose::kYes)        // dA = op(B) dC^T
               : matmul(dc, b_data, Transpose::kNo, flip(transpose_b));  // dA = dC op(B)^T
     }
     if (b.requires_grad()) {
-      db = tb ? matmul(dc, a_data, Transpose::kYes, transpose_a)     // dB = dC^T op(A)
+      db = tb ? matmul(dc, a_data, Transpose::kYes, transpose_a)        // dB = dC^T op(A)
               : matmul(a_data, dc, flip(transpose_a), Transpose::kNo);  // dB = op(A)^T dC
     }
     return std::vector<Tensor>{da, db};
@@ -66,9 +68,8 @@ Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias) {
   detail::check_float(kOp, weight, "weight");
   detail::check_matrix(kOp, x, "x");
   detail::check_matrix(kOp, weight, "weight");
-  CAIRN_CHECK(x.dim(1) == weight.dim(1), kOp, ": x ", shape_str(x.shape()),
-              " has ", x.dim(1), " features but weight ", shape_str(weight.shape()), " expects ",
-              weight.dim(1));
+  CAIRN_CHECK(x.dim(1) == weight.dim(1), kOp, ": x ", shape_str(x.shape()), " has ", x.dim(1),
+              " features but weight ", shape_str(weight.shape()), " expects ", weight.dim(1));
   Tensor y = matmul(x, weight, Transpose::kNo, Transpose::kYes);
   return bias.defined() ? bias_add(y, bias) : y;
 }

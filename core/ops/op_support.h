@@ -22,8 +22,8 @@ inline void check_float(const char* op, const Tensor& x, const char* role = "inp
 }
 
 inline void check_same_device(const char* op, const Tensor& a, const Tensor& b) {
-  CAIRN_CHECK(a.device() == b.device(), op, ": tensors are on different devices: ", a.device(),
-              " ", shape_str(a.shape()), " and ", b.device(), " ", shape_str(b.shape()));
+  CAIRN_CHECK(a.device() == b.device(), op, ": tensors are on different devices: ", a.device(), " ",
+              shape_str(a.shape()), " and ", b.device(), " ", shape_str(b.shape()));
 }
 
 inline void check_matrix(const char* op, const Tensor& x, const char* role) {

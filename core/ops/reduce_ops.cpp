@@ -97,9 +97,8 @@ Tensor norm(const Tensor& x) {
 
 Tensor sum_rows(const Tensor& x) {
   Tensor y = run_reduce_rows("sum_rows", ReduceOp::kSum, x);
-  autograd::record("sum_rows", {x}, y, [x](const Tensor& dy) {
-    return std::vector<Tensor>{spread_rows(dy, x, 1.0f)};
-  });
+  autograd::record("sum_rows", {x}, y,
+                   [x](const Tensor& dy) { return std::vector<Tensor>{spread_rows(dy, x, 1.0f)}; });
   return y;
 }
 
@@ -142,8 +141,7 @@ Tensor sum_columns(const Tensor& x) {
         const size_t bytes = kernels::cuda::sum_columns_workspace_bytes(rows, cols);
         auto scratch = detail::workspace(x.device(), bytes);
         kernels::cuda::sum_columns(x.data(), rows, cols, out.data(),
-                                   kernels::Accumulate::kOverwrite, scratch->data(), bytes,
-                                   stream);
+                                   kernels::Accumulate::kOverwrite, scratch->data(), bytes, stream);
       });
   autograd::record(kOp, {x}, out, [rows](const Tensor& dy) {
     // Each row receives the column gradient: (rows, cols) of ones times dy broadcast by row.

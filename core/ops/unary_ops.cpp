@@ -27,9 +27,8 @@ Tensor run_unary(const char* op, UnaryOp kind, const Tensor& x, float scalar) {
 
 Tensor relu(const Tensor& x) {
   Tensor y = run_unary("relu", UnaryOp::kRelu, x, 0.0f);
-  autograd::record("relu", {x}, y, [x](const Tensor& dy) {
-    return std::vector<Tensor>{relu_backward(x, dy)};
-  });
+  autograd::record("relu", {x}, y,
+                   [x](const Tensor& dy) { return std::vector<Tensor>{relu_backward(x, dy)}; });
   return y;
 }
 
@@ -59,17 +58,15 @@ Tensor neg(const Tensor& x) {
 Tensor exp(const Tensor& x) {
   Tensor y = run_unary("exp", UnaryOp::kExp, x, 0.0f);
   const Tensor saved = y.detach();
-  autograd::record("exp", {x}, y, [saved](const Tensor& dy) {
-    return std::vector<Tensor>{mul(dy, saved)};
-  });
+  autograd::record("exp", {x}, y,
+                   [saved](const Tensor& dy) { return std::vector<Tensor>{mul(dy, saved)}; });
   return y;
 }
 
 Tensor log(const Tensor& x) {
   Tensor y = run_unary("log", UnaryOp::kLog, x, 0.0f);
-  autograd::record("log", {x}, y, [x](const Tensor& dy) {
-    return std::vector<Tensor>{div(dy, x.detach())};
-  });
+  autograd::record("log", {x}, y,
+                   [x](const Tensor& dy) { return std::vector<Tensor>{div(dy, x.detach())}; });
   return y;
 }
 
@@ -126,25 +123,22 @@ Tensor add_scalar(const Tensor& x, float s) {
 
 Tensor mul_scalar(const Tensor& x, float s) {
   Tensor y = run_unary("mul_scalar", UnaryOp::kMulScalar, x, s);
-  autograd::record("mul_scalar", {x}, y, [s](const Tensor& dy) {
-    return std::vector<Tensor>{mul_scalar(dy, s)};
-  });
+  autograd::record("mul_scalar", {x}, y,
+                   [s](const Tensor& dy) { return std::vector<Tensor>{mul_scalar(dy, s)}; });
   return y;
 }
 
 Tensor div_scalar(const Tensor& x, float s) {
   Tensor y = run_unary("div_scalar", UnaryOp::kDivScalar, x, s);
-  autograd::record("div_scalar", {x}, y, [s](const Tensor& dy) {
-    return std::vector<Tensor>{div_scalar(dy, s)};
-  });
+  autograd::record("div_scalar", {x}, y,
+                   [s](const Tensor& dy) { return std::vector<Tensor>{div_scalar(dy, s)}; });
   return y;
 }
 
 Tensor rsub_scalar(float s, const Tensor& x) {
   Tensor y = run_unary("rsub_scalar", UnaryOp::kRsubScalar, x, s);
-  autograd::record("rsub_scalar", {x}, y, [](const Tensor& dy) {
-    return std::vector<Tensor>{neg(dy)};
-  });
+  autograd::record("rsub_scalar", {x}, y,
+                   [](const Tensor& dy) { return std::vector<Tensor>{neg(dy)}; });
   return y;
 }
 

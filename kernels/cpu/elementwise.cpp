@@ -38,10 +38,18 @@ void map_binary(const float* a, const float* b, float* y, int64_t rows, int64_t 
       const int64_t i = r * cols + c;
       float bv = 0.0f;
       switch (broadcast) {
-        case Broadcast::kNone: bv = b[i]; break;
-        case Broadcast::kScalar: bv = b[0]; break;
-        case Broadcast::kRow: bv = b[c]; break;
-        case Broadcast::kColumn: bv = b[r]; break;
+        case Broadcast::kNone:
+          bv = b[i];
+          break;
+        case Broadcast::kScalar:
+          bv = b[0];
+          break;
+        case Broadcast::kRow:
+          bv = b[c];
+          break;
+        case Broadcast::kColumn:
+          bv = b[r];
+          break;
       }
       y[i] = f(a[i], bv);
     }
@@ -64,20 +72,34 @@ void unary(UnaryOp op, const float* x, float* y, int64_t n, float scalar) {
   CAIRN_CHECK(n >= 0, "cpu::unary: negative size ", n);
   const float s = scalar;
   switch (op) {
-    case UnaryOp::kRelu: return map_unary(x, y, n, relu);
-    case UnaryOp::kNeg: return map_unary(x, y, n, [](float v) { return -v; });
-    case UnaryOp::kExp: return map_unary(x, y, n, [](float v) { return std::exp(v); });
-    case UnaryOp::kLog: return map_unary(x, y, n, [](float v) { return std::log(v); });
-    case UnaryOp::kSqrt: return map_unary(x, y, n, [](float v) { return std::sqrt(v); });
-    case UnaryOp::kAbs: return map_unary(x, y, n, [](float v) { return std::fabs(v); });
-    case UnaryOp::kSign: return map_unary(x, y, n, sign);
-    case UnaryOp::kSquare: return map_unary(x, y, n, [](float v) { return v * v; });
-    case UnaryOp::kSigmoid: return map_unary(x, y, n, sigmoid);
-    case UnaryOp::kTanh: return map_unary(x, y, n, [](float v) { return std::tanh(v); });
-    case UnaryOp::kAddScalar: return map_unary(x, y, n, [s](float v) { return v + s; });
-    case UnaryOp::kMulScalar: return map_unary(x, y, n, [s](float v) { return v * s; });
-    case UnaryOp::kDivScalar: return map_unary(x, y, n, [s](float v) { return v / s; });
-    case UnaryOp::kRsubScalar: return map_unary(x, y, n, [s](float v) { return s - v; });
+    case UnaryOp::kRelu:
+      return map_unary(x, y, n, relu);
+    case UnaryOp::kNeg:
+      return map_unary(x, y, n, [](float v) { return -v; });
+    case UnaryOp::kExp:
+      return map_unary(x, y, n, [](float v) { return std::exp(v); });
+    case UnaryOp::kLog:
+      return map_unary(x, y, n, [](float v) { return std::log(v); });
+    case UnaryOp::kSqrt:
+      return map_unary(x, y, n, [](float v) { return std::sqrt(v); });
+    case UnaryOp::kAbs:
+      return map_unary(x, y, n, [](float v) { return std::fabs(v); });
+    case UnaryOp::kSign:
+      return map_unary(x, y, n, sign);
+    case UnaryOp::kSquare:
+      return map_unary(x, y, n, [](float v) { return v * v; });
+    case UnaryOp::kSigmoid:
+      return map_unary(x, y, n, sigmoid);
+    case UnaryOp::kTanh:
+      return map_unary(x, y, n, [](float v) { return std::tanh(v); });
+    case UnaryOp::kAddScalar:
+      return map_unary(x, y, n, [s](float v) { return v + s; });
+    case UnaryOp::kMulScalar:
+      return map_unary(x, y, n, [s](float v) { return v * s; });
+    case UnaryOp::kDivScalar:
+      return map_unary(x, y, n, [s](float v) { return v / s; });
+    case UnaryOp::kRsubScalar:
+      return map_unary(x, y, n, [s](float v) { return s - v; });
   }
   CAIRN_FAIL("cpu::unary: unknown UnaryOp ", static_cast<int>(op));
 }
@@ -89,8 +111,10 @@ void binary(BinaryOp op, const float* a, const float* b, float* y, int64_t rows,
     case Broadcast::kNone:
     case Broadcast::kScalar:
     case Broadcast::kRow:
-    case Broadcast::kColumn: break;
-    default: CAIRN_FAIL("cpu::binary: unknown Broadcast ", static_cast<int>(broadcast));
+    case Broadcast::kColumn:
+      break;
+    default:
+      CAIRN_FAIL("cpu::binary: unknown Broadcast ", static_cast<int>(broadcast));
   }
   switch (op) {
     case BinaryOp::kAdd:

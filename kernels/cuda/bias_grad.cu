@@ -31,8 +31,7 @@ struct ChunkPlan {
 };
 
 ChunkPlan plan_chunks(int64_t rows) {
-  const int64_t rows_per_chunk =
-      std::max(kRowsPerChunk, (rows + kMaxChunks - 1) / kMaxChunks);
+  const int64_t rows_per_chunk = std::max(kRowsPerChunk, (rows + kMaxChunks - 1) / kMaxChunks);
   return {rows_per_chunk, (rows + rows_per_chunk - 1) / rows_per_chunk};
 }
 
@@ -67,7 +66,7 @@ void launch_column_chunk_sums(const float* x, int64_t rows, int64_t cols, int64_
                   static_cast<unsigned>(chunks));
   const dim3 block(kTileCols, kTileRows);
   column_chunk_sums_kernel<<<grid, block, 0, stream>>>(x, rows, cols, rows_per_chunk, dst,
-                                                        accumulate);
+                                                       accumulate);
   CAIRN_CHECK_LAUNCH("column_chunk_sums_kernel", stream);
 }
 

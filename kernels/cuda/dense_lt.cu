@@ -33,10 +33,12 @@ void set(cublasLtMatmulDesc_t desc, cublasLtMatmulDescAttributes_t attribute, co
   CAIRN_CUBLAS_CHECK(cublasLtMatmulDescSetAttribute(desc, attribute, &value, sizeof(value)));
 }
 
-// Column-major matmul D (m, n) = op(A) op(B) with `epilogue`, run with the best heuristic algorithm.
+// Column-major matmul D (m, n) = op(A) op(B) with `epilogue`, run with the best heuristic
+// algorithm.
 void run(const char* op, cublasLtHandle_t handle, LtCall& call, cublasOperation_t trans_a,
          cublasOperation_t trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
-         const float* b, int64_t ldb, float* d, int64_t ldd, void* workspace, size_t workspace_bytes, cudaStream_t stream) {
+         const float* b, int64_t ldb, float* d, int64_t ldd, void* workspace,
+         size_t workspace_bytes, cudaStream_t stream) {
   set(call.desc, CUBLASLT_MATMUL_DESC_TRANSA, trans_a);
   set(call.desc, CUBLASLT_MATMUL_DESC_TRANSB, trans_b);
   const bool ta = trans_a == CUBLAS_OP_T, tb = trans_b == CUBLAS_OP_T;
@@ -45,16 +47,16 @@ void run(const char* op, cublasLtHandle_t handle, LtCall& call, cublasOperation_
                                                 uint64_t(ta ? m : k), lda));
   CAIRN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&call.b, CUDA_R_32F, uint64_t(tb ? n : k),
                                                 uint64_t(tb ? k : n), ldb));
-  CAIRN_CUBLAS_CHECK(cublasLtMatrixLayoutCreate(&call.d, CUDA_R_32F, uint64_t(m), uint64_t(n), ldd));
+  CAIRN_CUBLAS_CHECK(
+      cublasLtMatrixLayoutCreate(&call.d, CUDA_R_32F, uint64_t(m), uint64_t(n), ldd));
   CAIRN_CUBLAS_CHECK(cublasLtMatmulPreferenceCreate(&call.preference));
   CAIRN_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(
       call.preference, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &workspace_bytes,
       sizeof(workspace_bytes)));
   cublasLtMatmulHeuristicResult_t heuristic{};
   int found = 0;
-  CAIRN_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(handle, call.desc, call.a, call.b, call.d,
-                                                    call.d, call.preference, 1, &heuristic,
-                                                    &found));
+  CAIRN_CUBLAS_CHECK(cublasLtMatmulAlgoGetHeuristic(
+      handle, call.desc, call.a, call.b, call.d, call.d, call.preference, 1, &heuristic, &found));
   CAIRN_CHECK(found > 0, op, ": cuBLASLt has no algorithm for m=", m, " n=", n, " k=", k,
               " with this epilogue");
   const float alpha = 1.0f, beta = 0.0f;
@@ -85,8 +87,7 @@ void dense_forward(LtHandle handle, const float* x, const float* w, const float*
   set(call.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, b);
   // y^T (out, n) = op(W^T stored (in, out)) * x^T (in, n)
   run(kOp, reinterpret_cast<cublasLtHandle_t>(handle), call, CUBLAS_OP_T, CUBLAS_OP_N, out, n, in,
-      w, in, x, in, y, out, workspace, workspace_bytes,
-      reinterpret_cast<cudaStream_t>(stream));
+      w, in, x, in, y, out, workspace, workspace_bytes, reinterpret_cast<cudaStream_t>(stream));
 }
 
 void dense_weight_backward(LtHandle handle, const float* dz, const float* x, float* dw, float* db,
@@ -107,8 +108,7 @@ void dense_weight_backward(LtHandle handle, const float* dz, const float* x, flo
   set(call.desc, CUBLASLT_MATMUL_DESC_EPILOGUE, CUBLASLT_EPILOGUE_BGRADB);
   set(call.desc, CUBLASLT_MATMUL_DESC_BIAS_POINTER, db);
   run(kOp, reinterpret_cast<cublasLtHandle_t>(handle), call, CUBLAS_OP_N, CUBLAS_OP_T, in, out, n,
-      x, in, dz, out, dw, in, workspace, workspace_bytes,
-      reinterpret_cast<cudaStream_t>(stream));
+      x, in, dz, out, dw, in, workspace, workspace_bytes, reinterpret_cast<cudaStream_t>(stream));
 }
 
 }  // namespace cairn::kernels::cuda

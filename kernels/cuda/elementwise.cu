@@ -10,8 +10,8 @@
 #include <cstdint>
 
 #include "cairn/core/error.h"
-#include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/cuda/launch.cuh"
+#include "cairn/kernels/elementwise.h"
 
 namespace cairn::kernels::cuda {
 namespace {
@@ -204,10 +204,14 @@ template <BinaryOp Op>
 void dispatch_broadcast(const float* a, const float* b, float* y, int64_t n, int64_t cols,
                         Broadcast broadcast, StreamHandle stream) {
   switch (broadcast) {
-    case Broadcast::kNone: return launch_binary<Op, Broadcast::kNone>(a, b, y, n, cols, stream);
-    case Broadcast::kScalar: return launch_binary<Op, Broadcast::kScalar>(a, b, y, n, cols, stream);
-    case Broadcast::kRow: return launch_binary<Op, Broadcast::kRow>(a, b, y, n, cols, stream);
-    case Broadcast::kColumn: return launch_binary<Op, Broadcast::kColumn>(a, b, y, n, cols, stream);
+    case Broadcast::kNone:
+      return launch_binary<Op, Broadcast::kNone>(a, b, y, n, cols, stream);
+    case Broadcast::kScalar:
+      return launch_binary<Op, Broadcast::kScalar>(a, b, y, n, cols, stream);
+    case Broadcast::kRow:
+      return launch_binary<Op, Broadcast::kRow>(a, b, y, n, cols, stream);
+    case Broadcast::kColumn:
+      return launch_binary<Op, Broadcast::kColumn>(a, b, y, n, cols, stream);
   }
   CAIRN_FAIL("binary: unknown Broadcast ", static_cast<int>(broadcast));
 }
@@ -237,20 +241,34 @@ void unary(UnaryOp op, const float* x, float* y, int64_t n, float scalar, Stream
   CAIRN_CHECK(n >= 0, "unary: negative size ", n);
   if (n == 0) return;
   switch (op) {
-    case UnaryOp::kRelu: return launch_unary<UnaryOp::kRelu>(x, y, n, scalar, stream);
-    case UnaryOp::kNeg: return launch_unary<UnaryOp::kNeg>(x, y, n, scalar, stream);
-    case UnaryOp::kExp: return launch_unary<UnaryOp::kExp>(x, y, n, scalar, stream);
-    case UnaryOp::kLog: return launch_unary<UnaryOp::kLog>(x, y, n, scalar, stream);
-    case UnaryOp::kSqrt: return launch_unary<UnaryOp::kSqrt>(x, y, n, scalar, stream);
-    case UnaryOp::kAbs: return launch_unary<UnaryOp::kAbs>(x, y, n, scalar, stream);
-    case UnaryOp::kSign: return launch_unary<UnaryOp::kSign>(x, y, n, scalar, stream);
-    case UnaryOp::kSquare: return launch_unary<UnaryOp::kSquare>(x, y, n, scalar, stream);
-    case UnaryOp::kSigmoid: return launch_unary<UnaryOp::kSigmoid>(x, y, n, scalar, stream);
-    case UnaryOp::kTanh: return launch_unary<UnaryOp::kTanh>(x, y, n, scalar, stream);
-    case UnaryOp::kAddScalar: return launch_unary<UnaryOp::kAddScalar>(x, y, n, scalar, stream);
-    case UnaryOp::kMulScalar: return launch_unary<UnaryOp::kMulScalar>(x, y, n, scalar, stream);
-    case UnaryOp::kDivScalar: return launch_unary<UnaryOp::kDivScalar>(x, y, n, scalar, stream);
-    case UnaryOp::kRsubScalar: return launch_unary<UnaryOp::kRsubScalar>(x, y, n, scalar, stream);
+    case UnaryOp::kRelu:
+      return launch_unary<UnaryOp::kRelu>(x, y, n, scalar, stream);
+    case UnaryOp::kNeg:
+      return launch_unary<UnaryOp::kNeg>(x, y, n, scalar, stream);
+    case UnaryOp::kExp:
+      return launch_unary<UnaryOp::kExp>(x, y, n, scalar, stream);
+    case UnaryOp::kLog:
+      return launch_unary<UnaryOp::kLog>(x, y, n, scalar, stream);
+    case UnaryOp::kSqrt:
+      return launch_unary<UnaryOp::kSqrt>(x, y, n, scalar, stream);
+    case UnaryOp::kAbs:
+      return launch_unary<UnaryOp::kAbs>(x, y, n, scalar, stream);
+    case UnaryOp::kSign:
+      return launch_unary<UnaryOp::kSign>(x, y, n, scalar, stream);
+    case UnaryOp::kSquare:
+      return launch_unary<UnaryOp::kSquare>(x, y, n, scalar, stream);
+    case UnaryOp::kSigmoid:
+      return launch_unary<UnaryOp::kSigmoid>(x, y, n, scalar, stream);
+    case UnaryOp::kTanh:
+      return launch_unary<UnaryOp::kTanh>(x, y, n, scalar, stream);
+    case UnaryOp::kAddScalar:
+      return launch_unary<UnaryOp::kAddScalar>(x, y, n, scalar, stream);
+    case UnaryOp::kMulScalar:
+      return launch_unary<UnaryOp::kMulScalar>(x, y, n, scalar, stream);
+    case UnaryOp::kDivScalar:
+      return launch_unary<UnaryOp::kDivScalar>(x, y, n, scalar, stream);
+    case UnaryOp::kRsubScalar:
+      return launch_unary<UnaryOp::kRsubScalar>(x, y, n, scalar, stream);
   }
   CAIRN_FAIL("unary: unknown UnaryOp ", static_cast<int>(op));
 }

@@ -12,8 +12,8 @@
 #include <cstdint>
 
 #include "cairn/core/error.h"
-#include "cairn/kernels/gemm.h"
 #include "cairn/kernels/cuda/launch.cuh"
+#include "cairn/kernels/gemm.h"
 
 namespace cairn::kernels::cuda {
 namespace {
@@ -67,12 +67,12 @@ void gemm(const ColumnMajorGemmPlan& plan, BlasHandle handle) {
 
   const float alpha = plan.alpha;
   const float beta = plan.beta;
-  CAIRN_CUBLAS_CHECK(cublasSgemm(
-      cublas, plan.transpose_first ? CUBLAS_OP_T : CUBLAS_OP_N,
-      plan.transpose_second ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(plan.m),
-      static_cast<int>(plan.n), static_cast<int>(plan.k), &alpha, plan.first,
-      static_cast<int>(plan.ld_first), plan.second, static_cast<int>(plan.ld_second), &beta,
-      plan.c, static_cast<int>(plan.ldc)));
+  CAIRN_CUBLAS_CHECK(
+      cublasSgemm(cublas, plan.transpose_first ? CUBLAS_OP_T : CUBLAS_OP_N,
+                  plan.transpose_second ? CUBLAS_OP_T : CUBLAS_OP_N, static_cast<int>(plan.m),
+                  static_cast<int>(plan.n), static_cast<int>(plan.k), &alpha, plan.first,
+                  static_cast<int>(plan.ld_first), plan.second, static_cast<int>(plan.ld_second),
+                  &beta, plan.c, static_cast<int>(plan.ldc)));
 }
 
 }  // namespace cairn::kernels::cuda

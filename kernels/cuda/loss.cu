@@ -11,8 +11,8 @@
 #include <cub/block/block_reduce.cuh>
 
 #include "cairn/core/error.h"
-#include "cairn/kernels/loss.h"
 #include "cairn/kernels/cuda/launch.cuh"
+#include "cairn/kernels/loss.h"
 
 namespace cairn::kernels::cuda {
 namespace {

@@ -7,8 +7,8 @@
 #include <cstdint>
 
 #include "cairn/core/error.h"
-#include "cairn/kernels/optimizer.h"
 #include "cairn/kernels/cuda/launch.cuh"
+#include "cairn/kernels/optimizer.h"
 
 namespace cairn::kernels::cuda {
 namespace {
@@ -57,8 +57,8 @@ void sgd_update(float* weight, const float* grad, float* velocity, int64_t n,
                 const SgdConfig& config, StreamHandle stream) {
   CAIRN_CHECK(n >= 0, "sgd_update: negative size ", n);
   CAIRN_CHECK(config.momentum >= 0.0f, "sgd_update: negative momentum ", config.momentum);
-  CAIRN_CHECK(config.momentum == 0.0f || velocity != nullptr,
-              "sgd_update: momentum ", config.momentum, " needs a velocity buffer");
+  CAIRN_CHECK(config.momentum == 0.0f || velocity != nullptr, "sgd_update: momentum ",
+              config.momentum, " needs a velocity buffer");
   if (n == 0) return;
   if (config.momentum > 0.0f) {
     sgd_update_kernel<true><<<grid_size(n), kBlockThreads, 0, stream>>>(
@@ -76,9 +76,9 @@ void adam_update(float* weight, const float* grad, float* mean, float* variance,
                  const AdamConfig& config, StreamHandle stream) {
   CAIRN_CHECK(n >= 0, "adam_update: negative size ", n);
   CAIRN_CHECK(config.step >= 1, "adam_update: step is 1-based, got ", config.step);
-  CAIRN_CHECK(config.beta1 >= 0.0f && config.beta1 < 1.0f && config.beta2 >= 0.0f &&
-                  config.beta2 < 1.0f,
-              "adam_update: betas must lie in [0, 1), got ", config.beta1, " and ", config.beta2);
+  CAIRN_CHECK(
+      config.beta1 >= 0.0f && config.beta1 < 1.0f && config.beta2 >= 0.0f && config.beta2 < 1.0f,
+      "adam_update: betas must lie in [0, 1), got ", config.beta1, " and ", config.beta2);
   if (n == 0) return;
   const double t = static_cast<double>(config.step);
   const float bias_correction1 = static_cast<float>(1.0 - std::pow(double(config.beta1), t));

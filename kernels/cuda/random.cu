@@ -28,9 +28,9 @@
 #include <cstdint>
 
 #include "cairn/core/error.h"
+#include "cairn/kernels/cuda/launch.cuh"
 #include "cairn/kernels/philox.h"
 #include "cairn/kernels/random.h"
-#include "cairn/kernels/cuda/launch.cuh"
 
 namespace cairn::kernels::cuda {
 namespace {

@@ -3,12 +3,12 @@
 // CUB's reductions are run-to-run deterministic on one device (fixed tiling, no atomics), which is
 // what kernels/reduce.h promises. Empty inputs never reach CUB: a one-thread kernel writes the
 // documented value instead, so the caller needs no workspace for them.
-#include <cub/device/device_reduce.cuh>
-#include <cuda/std/functional>
 #include <cuda_runtime.h>
 
 #include <cmath>
 #include <cstdint>
+#include <cub/device/device_reduce.cuh>
+#include <cuda/std/functional>
 
 #include "cairn/core/error.h"
 #include "cairn/kernels/reduce.h"
@@ -58,10 +58,14 @@ cudaError_t run_device_reduce(ReduceOp op, void* workspace, size_t& workspace_by
 
 float empty_value(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return 0.0f;
-    case ReduceOp::kMean: return NAN;
-    case ReduceOp::kMax: return -INFINITY;
-    case ReduceOp::kSumSquares: return 0.0f;
+    case ReduceOp::kSum:
+      return 0.0f;
+    case ReduceOp::kMean:
+      return NAN;
+    case ReduceOp::kMax:
+      return -INFINITY;
+    case ReduceOp::kSumSquares:
+      return 0.0f;
   }
   CAIRN_FAIL("reduce_all: unknown ReduceOp ", static_cast<int>(op));
 }
@@ -91,8 +95,8 @@ void reduce_all(ReduceOp op, const float* x, int64_t n, float* out, void* worksp
   // CUB reads a null workspace as a size query and would silently compute nothing.
   CAIRN_CHECK(workspace != nullptr || needed == 0, "reduce_all: null workspace, ", needed,
               " bytes needed for ", n, " elements");
-  CAIRN_CHECK(workspace_bytes >= needed, "reduce_all: workspace of ", workspace_bytes,
-              " bytes, ", needed, " needed for ", n, " elements");
+  CAIRN_CHECK(workspace_bytes >= needed, "reduce_all: workspace of ", workspace_bytes, " bytes, ",
+              needed, " needed for ", n, " elements");
   size_t bytes = workspace_bytes;
   CAIRN_CUDA_CHECK(run_device_reduce(op, workspace, bytes, x, n, out, stream));
   CAIRN_CHECK_LAUNCH("cub::DeviceReduce", stream);

@@ -3,18 +3,18 @@
 // A row's partial results are combined by cub::WarpReduce / cub::BlockReduce, whose combining order
 // is fixed for a fixed team size, and the team size depends on cols alone: the same input gives the
 // same bits on every run.
-#include <cub/block/block_reduce.cuh>
-#include <cub/warp/warp_reduce.cuh>
 #include <cuda_runtime.h>
 
 #include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cub/block/block_reduce.cuh>
+#include <cub/warp/warp_reduce.cuh>
 
 #include "cairn/core/error.h"
-#include "cairn/kernels/reduce.h"
 #include "cairn/kernels/cuda/launch.cuh"
+#include "cairn/kernels/reduce.h"
 
 namespace cairn::kernels::cuda {
 namespace {
@@ -123,8 +123,8 @@ template <typename Fold>
 void launch_row_fold(const float* x, int64_t rows, int64_t cols, typename Fold::Out* out,
                      StreamHandle stream) {
   if (cols <= kWarpMaxCols) {
-    const int blocks = static_cast<int>(
-        std::min((rows + kWarpsPerBlock - 1) / kWarpsPerBlock, kMaxBlocks));
+    const int blocks =
+        static_cast<int>(std::min((rows + kWarpsPerBlock - 1) / kWarpsPerBlock, kMaxBlocks));
     reduce_rows_warp_kernel<Fold><<<blocks, kBlockThreads, 0, stream>>>(x, rows, cols, out);
     CAIRN_CHECK_LAUNCH("reduce_rows_warp_kernel", stream);
   } else {

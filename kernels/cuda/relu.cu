@@ -5,8 +5,8 @@
 #include <cstdint>
 
 #include "cairn/core/error.h"
-#include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/cuda/launch.cuh"
+#include "cairn/kernels/elementwise.h"
 
 namespace cairn::kernels::cuda {
 namespace {

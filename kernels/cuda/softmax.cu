@@ -12,8 +12,8 @@
 #include <cstdint>
 
 #include "cairn/core/error.h"
-#include "cairn/kernels/softmax.h"
 #include "cairn/kernels/cuda/launch.cuh"
+#include "cairn/kernels/softmax.h"
 
 namespace cairn::kernels::cuda {
 namespace {
@@ -108,8 +108,7 @@ __global__ void softmax_backward_rows_kernel(const float* y, const float* dy, in
 // forms the large max + log(sum) only to subtract a logit close to it.
 template <int kTeam>
 __global__ void softmax_xent_forward_kernel(const float* logits, const int32_t* labels,
-                                            int64_t rows, int64_t cols, float* loss,
-                                            float* probs) {
+                                            int64_t rows, int64_t cols, float* loss, float* probs) {
   using Rows = TeamRows<kTeam>;
   for (int64_t row = Rows::first(); row < rows; row += Rows::stride()) {
     const float* xr = logits + row * cols;
@@ -191,11 +190,13 @@ void softmax_xent_forward(const float* logits, const int32_t* labels, int64_t ro
   // cols == 0 still runs: every label is out of range, so every loss is NaN.
   if (rows == 0) return;
   if (cols <= kWarpMaxCols) {
-    softmax_xent_forward_kernel<kWarpThreads><<<row_grid<kWarpThreads>(rows), kBlockThreads, 0,
-                                                stream>>>(logits, labels, rows, cols, loss, probs);
+    softmax_xent_forward_kernel<kWarpThreads>
+        <<<row_grid<kWarpThreads>(rows), kBlockThreads, 0, stream>>>(logits, labels, rows, cols,
+                                                                     loss, probs);
   } else {
-    softmax_xent_forward_kernel<kBlockThreads><<<row_grid<kBlockThreads>(rows), kBlockThreads, 0,
-                                                 stream>>>(logits, labels, rows, cols, loss, probs);
+    softmax_xent_forward_kernel<kBlockThreads>
+        <<<row_grid<kBlockThreads>(rows), kBlockThreads, 0, stream>>>(logits, labels, rows, cols,
+                                                                      loss, probs);
   }
   CAIRN_CHECK_LAUNCH("softmax_xent_forward_kernel", stream);
 }

@@ -59,8 +59,8 @@ inline std::shared_ptr<MySequential> my_sequential_mlp() {
 class FancyMLP : public Block {
  public:
   explicit FancyMLP(uint64_t seed = 1) : Block("FancyMLP") {
-    rand_weight_ = register_constant(
-        "rand_weight", Tensor::uniform({20, 20}, 0.0f, 1.0f, seed, Device::cpu()));
+    rand_weight_ = register_constant("rand_weight",
+                                     Tensor::uniform({20, 20}, 0.0f, 1.0f, seed, Device::cpu()));
     dense_ = register_block("dense", make<Dense>(20, "relu"));
   }
 

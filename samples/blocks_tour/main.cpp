@@ -61,8 +61,8 @@ void tour(const Device& device) {
     std::cout << "output " << result.output << "\n";
     if (!network.block->children().empty()) {
       const std::string first = network.block->children().front().first;
-      std::cout << "intermediate output of child '" << first << "': "
-                << shape_str(seen.output(first).shape()) << "\n";
+      std::cout << "intermediate output of child '" << first
+                << "': " << shape_str(seen.output(first).shape()) << "\n";
     }
     std::cout << "gradient norms:\n";
     for (const auto& [name, parameter] : result.params) {
@@ -89,13 +89,13 @@ int check_parity() {
   for (size_t i = 0; i < on_cpu.size(); ++i) {
     const Result cpu = run(on_cpu[i].block, Device::cpu());
     const Result gpu = run(on_gpu[i].block, Device::cuda(0));
-    std::cout << "\n" << on_cpu[i].title << "\n  output                " << std::scientific
+    std::cout << "\n"
+              << on_cpu[i].title << "\n  output                " << std::scientific
               << std::setprecision(2) << max_abs_difference(cpu.output, gpu.output) << "\n";
     worst = std::max(worst, max_abs_difference(cpu.output, gpu.output));
     for (const auto& [name, parameter] : cpu.params) {
       if (parameter->is_constant()) continue;
-      const float difference =
-          max_abs_difference(parameter->grad(), gpu.params.at(name)->grad());
+      const float difference = max_abs_difference(parameter->grad(), gpu.params.at(name)->grad());
       worst = std::max(worst, difference);
       std::cout << "  grad " << std::left << std::setw(17) << name << difference << "\n";
     }

@@ -4,10 +4,10 @@
 
 #include <algorithm>
 #include <cmath>
-#include <stdexcept>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
+#include <stdexcept>
 
 namespace curves {
 namespace {
@@ -19,8 +19,8 @@ void write_atomically(const std::string& path, const std::string& text) {
 }
 
 std::string polyline(const std::vector<EpochRow>& rows, double EpochRow::*field, double x0,
-                     double y0, double width, double height, double low, double high,
-                     int max_epoch, const char* colour) {
+                     double y0, double width, double height, double low, double high, int max_epoch,
+                     const char* colour) {
   std::ostringstream out;
   out << "<polyline fill=\"none\" stroke=\"" << colour << "\" stroke-width=\"2\" points=\"";
   for (const EpochRow& row : rows) {
@@ -41,8 +41,8 @@ std::string polyline(const std::vector<EpochRow>& rows, double EpochRow::*field,
 std::string panel(double x0, const std::string& label, double low, double high, int max_epoch) {
   std::ostringstream out;
   const double y0 = 50, width = 380, height = 260;
-  out << "<rect x=\"" << x0 << "\" y=\"" << y0 << "\" width=\"" << width << "\" height=\""
-      << height << "\" fill=\"#fafafa\" stroke=\"#999\"/>\n";
+  out << "<rect x=\"" << x0 << "\" y=\"" << y0 << "\" width=\"" << width << "\" height=\"" << height
+      << "\" fill=\"#fafafa\" stroke=\"#999\"/>\n";
   out << "<text x=\"" << x0 + width / 2 << "\" y=\"" << y0 - 10
       << "\" text-anchor=\"middle\" font-size=\"14\">" << label << "</text>\n";
   for (int i = 0; i <= 4; ++i) {
@@ -109,13 +109,12 @@ void write_svg(const std::string& path, const std::vector<EpochRow>& rows,
   out << "<text x=\"450\" y=\"20\" text-anchor=\"middle\" font-size=\"15\">" << title
       << "</text>\n";
   out << panel(60, "training loss", 0, max_loss, max_epoch);
-  out << polyline(rows, &EpochRow::train_loss, 60, 50, 380, 260, 0, max_loss, max_epoch,
-                  "#1f77b4");
+  out << polyline(rows, &EpochRow::train_loss, 60, 50, 380, 260, 0, max_loss, max_epoch, "#1f77b4");
   out << panel(500, "accuracy (blue: train, orange: test)", accuracy_low, 1.0, max_epoch);
-  out << polyline(rows, &EpochRow::train_accuracy, 500, 50, 380, 260, accuracy_low, 1.0,
-                  max_epoch, "#1f77b4");
-  out << polyline(rows, &EpochRow::test_accuracy, 500, 50, 380, 260, accuracy_low, 1.0,
-                  max_epoch, "#ff7f0e");
+  out << polyline(rows, &EpochRow::train_accuracy, 500, 50, 380, 260, accuracy_low, 1.0, max_epoch,
+                  "#1f77b4");
+  out << polyline(rows, &EpochRow::test_accuracy, 500, 50, 380, 260, accuracy_low, 1.0, max_epoch,
+                  "#ff7f0e");
   out << "</svg>\n";
   write_atomically(path, out.str());
 }

@@ -15,6 +15,7 @@ struct EpochRow {
 std::vector<EpochRow> read_csv(const std::string& path);
 void write_csv(const std::string& path, const std::vector<EpochRow>& rows);
 // Two panels side by side: training loss, and train/test accuracy, against the epoch.
-void write_svg(const std::string& path, const std::vector<EpochRow>& rows, const std::string& title);
+void write_svg(const std::string& path, const std::vector<EpochRow>& rows,
+               const std::string& title);
 
 }  // namespace curves

@@ -41,7 +41,7 @@ struct Options {
   std::string data_dir = kFashionMnistDir;
   std::string out_dir = "out/train_fashion_mnist";
   std::string resume;
-  int64_t limit = 0;  // use only the first N training samples (quick runs)
+  int64_t limit = 0;            // use only the first N training samples (quick runs)
   std::string init = "xavier";  // or "normal": the book's N(0, 0.01)
   bool standardize = true;      // pixels to zero mean, unit variance (Fashion-MNIST's statistics)
 };
@@ -64,26 +64,42 @@ Options parse(int argc, char** argv) {
       return argv[++i];
     };
     try {
-      if (flag == "--epochs") options.epochs = std::stoi(value());
-      else if (flag == "--batch-size") options.batch_size = std::stoll(value());
-      else if (flag == "--optimizer") options.optimizer = value();
-      else if (flag == "--lr") options.learning_rate = std::stof(value());
-      else if (flag == "--depth") options.depth = std::stoi(value());
-      else if (flag == "--width") options.width = std::stoll(value());
-      else if (flag == "--device") options.device = value();
-      else if (flag == "--seed") options.seed = std::stoull(value());
-      else if (flag == "--data") options.data_dir = value();
-      else if (flag == "--out") options.out_dir = value();
-      else if (flag == "--resume") options.resume = value();
-      else if (flag == "--limit") options.limit = std::stoll(value());
-      else if (flag == "--init") options.init = value();
-      else if (flag == "--no-standardize") options.standardize = false;
-      else usage("unknown option " + flag);
+      if (flag == "--epochs")
+        options.epochs = std::stoi(value());
+      else if (flag == "--batch-size")
+        options.batch_size = std::stoll(value());
+      else if (flag == "--optimizer")
+        options.optimizer = value();
+      else if (flag == "--lr")
+        options.learning_rate = std::stof(value());
+      else if (flag == "--depth")
+        options.depth = std::stoi(value());
+      else if (flag == "--width")
+        options.width = std::stoll(value());
+      else if (flag == "--device")
+        options.device = value();
+      else if (flag == "--seed")
+        options.seed = std::stoull(value());
+      else if (flag == "--data")
+        options.data_dir = value();
+      else if (flag == "--out")
+        options.out_dir = value();
+      else if (flag == "--resume")
+        options.resume = value();
+      else if (flag == "--limit")
+        options.limit = std::stoll(value());
+      else if (flag == "--init")
+        options.init = value();
+      else if (flag == "--no-standardize")
+        options.standardize = false;
+      else
+        usage("unknown option " + flag);
     } catch (const std::logic_error&) {
       usage("bad value for " + flag);
     }
   }
-  if (options.init != "xavier" && options.init != "normal") usage("--init must be xavier or normal");
+  if (options.init != "xavier" && options.init != "normal")
+    usage("--init must be xavier or normal");
   if (options.optimizer != "sgd" && options.optimizer != "adam") {
     usage("--optimizer must be sgd or adam");
   }
@@ -136,15 +152,15 @@ void draw_progress(int64_t done, int64_t total, double loss) {
   constexpr int kWidth = 40;
   const int filled = int(kWidth * done / std::max<int64_t>(total, 1));
   std::printf("\r  [%s%s] %lld/%lld loss %.4f", std::string(size_t(filled), '=').c_str(),
-              std::string(size_t(kWidth - filled), ' ').c_str(), (long long)done,
-              (long long)total, loss);
+              std::string(size_t(kWidth - filled), ' ').c_str(), (long long)done, (long long)total,
+              loss);
   std::fflush(stdout);
 }
 
 int run(const Options& options) {
   const Device device = pick_device(options.device);
-  std::cout << "cairn: training on " << device
-            << (device.is_cpu() ? " (no GPU in use)" : "") << "\n";
+  std::cout << "cairn: training on " << device << (device.is_cpu() ? " (no GPU in use)" : "")
+            << "\n";
 
   auto train_data = std::make_shared<LabelledImages>(load_fashion_mnist(options.data_dir, true));
   auto test_data =
@@ -234,8 +250,8 @@ int run(const Options& options) {
     row.seconds = seconds;
     row.samples_per_second = double(seen) / seconds;
     rows.push_back(row);
-    std::printf("%5d %10.4f %9.4f %9.4f %8.2f %12.0f\n", epoch, row.train_loss,
-                row.train_accuracy, row.test_accuracy, row.seconds, row.samples_per_second);
+    std::printf("%5d %10.4f %9.4f %9.4f %8.2f %12.0f\n", epoch, row.train_loss, row.train_accuracy,
+                row.test_accuracy, row.seconds, row.samples_per_second);
     std::fflush(stdout);
     save_checkpoint(checkpoint, *net, trainer, {{"epoch", std::to_string(epoch)}});
     curves::write_csv(csv, rows);

@@ -43,7 +43,9 @@ void compare(Block& net, Tensor x, Tensor target, const Tensor& analytic, const 
     // equal the slope on the side the point itself lies on (Caffe skips the kink similarly).
     const double forward = (plus - centre) / eps, backward = (centre - minus) / eps;
     const double analytic = expected[size_t(i)];
-    auto near = [&](double value) { return std::abs(value - analytic) <= atol + rtol * std::abs(value); };
+    auto near = [&](double value) {
+      return std::abs(value - analytic) <= atol + rtol * std::abs(value);
+    };
     const bool sides_disagree = std::abs(forward - backward) > atol + rtol * std::abs(numeric);
     if (!near(numeric) && sides_disagree && (near(forward) || near(backward))) {
       ++result.kinks;
@@ -53,8 +55,9 @@ void compare(Block& net, Tensor x, Tensor target, const Tensor& analytic, const 
     if (!near(numeric)) {
       if (result.failed++ == 0) {
         result.first = what + "[" + std::to_string(i) + "]: analytic " +
-                       std::to_string(expected[size_t(i)]) + ", numeric " + std::to_string(numeric) +
-                       " (one-sided " + std::to_string(forward) + ", " + std::to_string(backward) + ")";
+                       std::to_string(expected[size_t(i)]) + ", numeric " +
+                       std::to_string(numeric) + " (one-sided " + std::to_string(forward) + ", " +
+                       std::to_string(backward) + ")";
       }
     }
   }
@@ -104,10 +107,18 @@ TEST(BlockGradients, ActivationBlocks) {
   expect_network_gradients(net, Tensor::uniform({3, 4}, -1, 1, 4, kCpu));
 }
 
-TEST(BlockGradients, SequentialMlp) { expect_network_gradients(lecture::sequential_mlp(), lecture_input()); }
-TEST(BlockGradients, MlpAsUserBlock) { expect_network_gradients(make<lecture::MLP>(), lecture_input()); }
-TEST(BlockGradients, MySequential) { expect_network_gradients(lecture::my_sequential_mlp(), lecture_input()); }
-TEST(BlockGradients, FancyMlp) { expect_network_gradients(make<lecture::FancyMLP>(), lecture_input()); }
+TEST(BlockGradients, SequentialMlp) {
+  expect_network_gradients(lecture::sequential_mlp(), lecture_input());
+}
+TEST(BlockGradients, MlpAsUserBlock) {
+  expect_network_gradients(make<lecture::MLP>(), lecture_input());
+}
+TEST(BlockGradients, MySequential) {
+  expect_network_gradients(lecture::my_sequential_mlp(), lecture_input());
+}
+TEST(BlockGradients, FancyMlp) {
+  expect_network_gradients(make<lecture::FancyMLP>(), lecture_input());
+}
 TEST(BlockGradients, Chimera) { expect_network_gradients(lecture::chimera(), lecture_input()); }
 
 // ---- GPU against CPU ----

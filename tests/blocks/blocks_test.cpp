@@ -1,7 +1,6 @@
 // The block API: names and order, deferred initialisation, constants, sharing, selection,
 // printing, intermediate results, and misuse.
 #include <gtest/gtest.h>
-
 #include <unistd.h>
 
 #include <filesystem>
@@ -29,14 +28,14 @@ TEST(Blocks, SequentialNamesChildrenInInsertionOrderLikePyTorch) {
 }
 
 TEST(Blocks, NestedBlocksGetHierarchicalNames) {
-  EXPECT_EQ(make<lecture::MLP>()->collect_params().names(),
-            (std::vector<std::string>{"hidden.weight", "hidden.bias", "output.weight",
-                                      "output.bias"}));
-  EXPECT_EQ(lecture::chimera()->collect_params().names(),
-            (std::vector<std::string>{"0.net.0.weight", "0.net.0.bias", "0.net.1.weight",
-                                      "0.net.1.bias", "0.dense.weight", "0.dense.bias",
-                                      "1.weight", "1.bias", "2.rand_weight", "2.dense.weight",
-                                      "2.dense.bias"}));
+  EXPECT_EQ(
+      make<lecture::MLP>()->collect_params().names(),
+      (std::vector<std::string>{"hidden.weight", "hidden.bias", "output.weight", "output.bias"}));
+  EXPECT_EQ(
+      lecture::chimera()->collect_params().names(),
+      (std::vector<std::string>{"0.net.0.weight", "0.net.0.bias", "0.net.1.weight", "0.net.1.bias",
+                                "0.dense.weight", "0.dense.bias", "1.weight", "1.bias",
+                                "2.rand_weight", "2.dense.weight", "2.dense.bias"}));
 }
 
 TEST(Blocks, DeferredInitialisationInfersInUnitsOnFirstForward) {
@@ -68,8 +67,11 @@ TEST(Blocks, WrongInputSizeAfterInferenceIsAClearError) {
   auto net = lecture::sequential_mlp();
   net->initialize(init::uniform(), kCpu, 0);
   (*net)(lecture_input());
-  expect_error([&] { (*net)(Tensor::ones({2, 30}, kCpu)); },
-               {"Dense(20 -> 256, relu)", "30 features", "expected 20"});
+  expect_error(
+      [&] {
+        (*net)(Tensor::ones({2, 30}, kCpu));
+      },
+      {"Dense(20 -> 256, relu)", "30 features", "expected 20"});
   expect_error([&] { (*net)(Tensor::ones({20}, kCpu)); }, {"Dense", "(batch, features)"});
 }
 
@@ -191,10 +193,10 @@ TEST(Blocks, LoadsAPyTorchStateDictWrittenByPython) {
                        kCpu);
   EXPECT_EQ(net->collect_params().at("0.weight")->shape(), (Shape{3, 4}));
   const Tensor x = Tensor::from_vector({1, -2, 0.5f, 3, 0.25f, 0, -1, 2}, {2, 4}, kCpu);
-  testing::expect_close((*net)(x).to_vector(),
-                        {2.100000001490116f, -0.8250000029802322f, 1.1625000014901161f,
-                         -0.5437500029802322f},
-                        1e-6, 1e-6, "output");
+  testing::expect_close(
+      (*net)(x).to_vector(),
+      {2.100000001490116f, -0.8250000029802322f, 1.1625000014901161f, -0.5437500029802322f}, 1e-6,
+      1e-6, "output");
 }
 
 TEST(Blocks, SaveThenLoadRoundTripsEveryParameterAndConstant) {

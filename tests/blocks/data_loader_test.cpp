@@ -1,11 +1,12 @@
 // The data loader: batching, normalisation, pairing of images with labels, seeded shuffles, and
 // the GPU's double-buffered copies against the CPU's batches.
+#include "cairn/blocks/data_loader.h"
+
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <set>
 
-#include "cairn/blocks/data_loader.h"
 #include "support/test_support.h"
 
 namespace cairn {

@@ -1,10 +1,11 @@
 // The caching allocator's policy, proven on a counting host backend, and on the GPU where present.
+#include "cairn/core/allocator.h"
+
 #include <gtest/gtest.h>
 
 #include <cstdlib>
 #include <map>
 
-#include "cairn/core/allocator.h"
 #include "support/test_support.h"
 
 namespace cairn {
@@ -92,7 +93,7 @@ TEST(CachingAllocator, OutOfMemoryEmptiesTheCacheThenReportsSizes) {
   Fixture f;
   f.raw->capacity = 1 << 20;
   void* cached = f.allocator.allocate(600 * 1024, nullptr);
-  f.allocator.deallocate(cached);  // cached, still held from the backend
+  f.allocator.deallocate(cached);                         // cached, still held from the backend
   void* big = f.allocator.allocate(700 * 1024, nullptr);  // fits only once the cache is released
   EXPECT_NE(big, nullptr);
   EXPECT_EQ(f.raw->releases, 1);

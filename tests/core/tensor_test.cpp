@@ -135,7 +135,8 @@ TEST_F(CudaTensorTest, RoundTripsThroughTheDevice) {
   Tensor device = host.to(Device::cuda(0));
   EXPECT_TRUE(device.device().is_cuda());
   EXPECT_EQ(device.to_vector(), host.to_vector());
-  EXPECT_EQ(device.to(Device::cuda(0)).raw_data(), device.raw_data());  // no copy when already there
+  EXPECT_EQ(device.to(Device::cuda(0)).raw_data(),
+            device.raw_data());  // no copy when already there
   EXPECT_FLOAT_EQ(ops::sum(device).item(), ops::sum(host).item());
 }
 

@@ -107,8 +107,11 @@ TEST(Hardening, DenseRejectsAnotherFeatureCountOnceInferred) {
   auto dense = make<Dense>(3);
   dense->initialize(init::uniform(), kCpu, 1);
   EXPECT_EQ((*dense)(Tensor::ones({2, 4}, kCpu)).shape(), (Shape{2, 3}));
-  expect_error([&] { (*dense)(Tensor::ones({2, 5}, kCpu)); },
-               {"Dense(4 -> 3, linear)", "input has 5 features", "(2, 5)", "expected 4"});
+  expect_error(
+      [&] {
+        (*dense)(Tensor::ones({2, 5}, kCpu));
+      },
+      {"Dense(4 -> 3, linear)", "input has 5 features", "(2, 5)", "expected 4"});
   expect_error([&] { (*dense)(Tensor::ones({4}, kCpu)); },
                {"Dense(4 -> 3, linear)", "input must be (batch, features)", "(4,)"});
   expect_error([&] { (*dense)(Tensor()); }, {"Dense(4 -> 3, linear)", "undefined"});
@@ -127,35 +130,63 @@ TEST(Hardening, SequentialIndexOutOfRange) {
 
 TEST(Hardening, LossesRejectMismatchedShapesAndLabels) {
   const Tensor logits = Tensor::ones({4, 3}, kCpu);
-  expect_error([&] { SoftmaxCrossEntropyLoss()(logits, Tensor::from_int32({0, 1, 2}, {3}, kCpu)); },
-               {"softmax_cross_entropy", "logits (4, 3)", "labels (3,)"});
   expect_error(
-      [&] { SoftmaxCrossEntropyLoss()(logits, Tensor::from_int32({0, 1, 7, 2}, {4}, kCpu)); },
+      [&] {
+        SoftmaxCrossEntropyLoss()(logits, Tensor::from_int32({0, 1, 2}, {3}, kCpu));
+      },
+      {"softmax_cross_entropy", "logits (4, 3)", "labels (3,)"});
+  expect_error(
+      [&] {
+        SoftmaxCrossEntropyLoss()(logits, Tensor::from_int32({0, 1, 7, 2}, {4}, kCpu));
+      },
       {"softmax_cross_entropy", "label 7 at row 2", "outside [0, 3)"});
   expect_error([&] { SoftmaxCrossEntropyLoss()(logits, Tensor::zeros({4}, kCpu)); },
                {"softmax_cross_entropy", "labels must be int32", "float32"});
-  expect_error([&] { L2Loss()(logits, Tensor::zeros({4, 2}, kCpu)); },
-               {"l2_loss", "label shape (4, 2)", "does not match pred shape (4, 3)"});
-  expect_error([&] { L2Loss()(Tensor::zeros({2, 2, 2}, kCpu), Tensor::zeros({2, 2, 2}, kCpu)); },
-               {"l2_loss", "expects pred (N, C) or (N)", "(2, 2, 2)"});
+  expect_error(
+      [&] {
+        L2Loss()(logits, Tensor::zeros({4, 2}, kCpu));
+      },
+      {"l2_loss", "label shape (4, 2)", "does not match pred shape (4, 3)"});
+  expect_error(
+      [&] {
+        L2Loss()(Tensor::zeros({2, 2, 2}, kCpu), Tensor::zeros({2, 2, 2}, kCpu));
+      },
+      {"l2_loss", "expects pred (N, C) or (N)", "(2, 2, 2)"});
   expect_still_usable();
 }
 
 TEST(Hardening, MatmulAndReshapeRejectShapesThatDoNotFit) {
-  expect_error([] { ops::matmul(Tensor::ones({2, 3}, kCpu), Tensor::ones({4, 5}, kCpu)); },
-               {"matmul", "inner dimensions differ", "(2, 3)", "(4, 5)"});
-  expect_error([] { Tensor::ones({2, 3}, kCpu).reshape({4, 2}); },
-               {"reshape", "cannot view (2, 3)", "6 elements", "(4, 2)"});
-  expect_error([] { Tensor::ones({2, 3}, kCpu).reshape({-1, -1}); },
-               {"reshape", "more than one -1"});
-  expect_error([] { Tensor::ones({2, 3}, kCpu).reshape({4, -1}); },
-               {"reshape", "cannot infer -1", "6 elements"});
+  expect_error(
+      [] {
+        ops::matmul(Tensor::ones({2, 3}, kCpu), Tensor::ones({4, 5}, kCpu));
+      },
+      {"matmul", "inner dimensions differ", "(2, 3)", "(4, 5)"});
+  expect_error(
+      [] {
+        Tensor::ones({2, 3}, kCpu).reshape({4, 2});
+      },
+      {"reshape", "cannot view (2, 3)", "6 elements", "(4, 2)"});
+  expect_error(
+      [] {
+        Tensor::ones({2, 3}, kCpu).reshape({-1, -1});
+      },
+      {"reshape", "more than one -1"});
+  expect_error(
+      [] {
+        Tensor::ones({2, 3}, kCpu).reshape({4, -1});
+      },
+      {"reshape", "cannot infer -1", "6 elements"});
   // Known dimensions whose product overflows int64 must be refused, not wrapped around.
-  expect_error([] { Tensor::ones({2, 3}, kCpu).reshape({int64_t(1) << 40, int64_t(1) << 40, -1}); },
-               {"reshape", "(1099511627776, 1099511627776, -1)",
-                "more elements than int64_t can count"});
-  expect_error([] { Tensor::ones({2, 3}, kCpu).reshape({int64_t(1) << 62, 4}); },
-               {"reshape", "more elements than int64_t can count"});
+  expect_error(
+      [] {
+        Tensor::ones({2, 3}, kCpu).reshape({int64_t(1) << 40, int64_t(1) << 40, -1});
+      },
+      {"reshape", "(1099511627776, 1099511627776, -1)", "more elements than int64_t can count"});
+  expect_error(
+      [] {
+        Tensor::ones({2, 3}, kCpu).reshape({int64_t(1) << 62, 4});
+      },
+      {"reshape", "more elements than int64_t can count"});
   expect_still_usable();
 }
 
@@ -194,8 +225,11 @@ TEST(Hardening, DuplicateAndMalformedNames) {
                {"TwoLayer", "parameter name ''", "non-empty"});
   expect_error([&] { block.register_block("null", std::shared_ptr<Dense>()); },
                {"TwoLayer", "register_block('null') got a null block"});
-  expect_error([&] { block.register_parameter("neg", {2, -3}); },
-               {"Parameter 'neg'", "negative dimension", "(2, -3)"});
+  expect_error(
+      [&] {
+        block.register_parameter("neg", {2, -3});
+      },
+      {"Parameter 'neg'", "negative dimension", "(2, -3)"});
   expect_error([&] { block.collect_params("(unclosed"); }, {"collect_params", "bad pattern"});
   expect_error([&] { block.collect_params().at("nope"); },
                {"ParameterDict", "no parameter named 'nope'", "hidden.weight"});
@@ -205,9 +239,11 @@ TEST(Hardening, DuplicateAndMalformedNames) {
 TEST(Hardening, UninitialisedAndDeferredParameters) {
   // Known shape, never initialised: the forward names the weight and says what to do.
   auto known = make<Dense>(3, "", 4);
-  expect_error([&] { (*known)(Tensor::ones({2, 4}, kCpu)); },
-               {"parameter 'weight' of Dense(4 -> 3, linear)", "is not initialized",
-                "call initialize()"});
+  expect_error(
+      [&] {
+        (*known)(Tensor::ones({2, 4}, kCpu));
+      },
+      {"parameter 'weight' of Dense(4 -> 3, linear)", "is not initialized", "call initialize()"});
   // Deferred shape, initialised: data() before the first forward says the shape is deferred.
   auto deferred = make<Dense>(3);
   deferred->initialize(init::uniform(), kCpu, 1);
@@ -271,8 +307,11 @@ TEST(Hardening, OptimizerHyperparametersAreValidated) {
   SGD sgd(0.1f);
   expect_error([&] { sgd.set_learning_rate(inf); }, {"learning_rate must be finite"});
   EXPECT_EQ(sgd.learning_rate(), 0.1f) << "a refused learning rate must not be kept";
-  expect_error([&] { sgd.set_hyperparameters({{"learning_rate", 0.1f}}); },
-               {"sgd.set_hyperparameters", "momentum"});
+  expect_error(
+      [&] {
+        sgd.set_hyperparameters({{"learning_rate", 0.1f}});
+      },
+      {"sgd.set_hyperparameters", "momentum"});
   expect_still_usable();
 }
 
@@ -309,17 +348,14 @@ TEST(Hardening, TrainerStepPreconditions) {
 // ---- Tensors and autograd ----
 
 TEST(Hardening, TensorAccessAndAutogradMisuse) {
-  expect_error([] { Tensor::ones({2, 3}, kCpu).item(); },
-               {"Tensor::item", "6 elements", "(2, 3)"});
+  expect_error([] { Tensor::ones({2, 3}, kCpu).item(); }, {"Tensor::item", "6 elements", "(2, 3)"});
   expect_error([] { Tensor().item(); }, {"undefined"});
-  expect_error([] { Tensor::from_vector({1, 2, 3}, {2, 2}, kCpu); },
-               {"Tensor::from_vector", "3"});
+  expect_error([] { Tensor::from_vector({1, 2, 3}, {2, 2}, kCpu); }, {"Tensor::from_vector", "3"});
   expect_error([] { Tensor::from_int32({1}, {1}, kCpu).to_vector(); },
                {"Tensor::to_vector", "int32"});
   // backward() on something computed outside a RecordScope from tensors without gradients.
   const Tensor y = ops::sum(ops::mul_scalar(Tensor::ones({3}, kCpu), 2.0f));
-  expect_error([&] { y.backward(); },
-               {"backward", "not computed inside autograd::RecordScope"});
+  expect_error([&] { y.backward(); }, {"backward", "not computed inside autograd::RecordScope"});
   // A non-scalar without a head gradient.
   Tensor x = Tensor::ones({3}, kCpu);
   x.attach_grad();
@@ -335,15 +371,21 @@ TEST(Hardening, TensorAccessAndAutogradMisuse) {
 }
 
 TEST(Hardening, AbsurdSizesOverflowOrRunOutOfHostMemory) {
-  expect_error([] { Tensor::empty({int64_t(1) << 62, int64_t(1) << 62}, kCpu); },
-               {"Tensor::empty", "more elements than int64_t can count"});
+  expect_error(
+      [] {
+        Tensor::empty({int64_t(1) << 62, int64_t(1) << 62}, kCpu);
+      },
+      {"Tensor::empty", "more elements than int64_t can count"});
   expect_error([] { Tensor::empty({int64_t(1) << 61}, kCpu); },
                {"Tensor::empty", "too large to allocate"});
   // 2^45 floats = 128 TiB: more than the x86-64 user address space, so no host grants it.
   expect_error([] { Tensor::empty({int64_t(1) << 45}, kCpu); },
                {"out of host memory", "140737488355328 bytes"});
-  expect_error([] { Tensor::zeros({int64_t(1) << 25, int64_t(1) << 20}, kCpu); },
-               {"out of host memory"});
+  expect_error(
+      [] {
+        Tensor::zeros({int64_t(1) << 25, int64_t(1) << 20}, kCpu);
+      },
+      {"out of host memory"});
   expect_still_usable();
 }
 
@@ -362,21 +404,30 @@ TEST(Hardening, CheckNumericsNamesTheFirstOpProducingNaNOrInf) {
           ops::sum(ops::relu(ops::mul_scalar(ops::log(ops::add_scalar(negative, -1.0f)), 2.0f)));
         },
         {"check_numerics: log produced"});
-    expect_error([] { ops::div(Tensor::ones({2}, kCpu), values({1.0f, 0.0f}, {2})); },
-                 {"check_numerics: div produced Inf", "element 1"});
+    expect_error(
+        [] {
+          ops::div(Tensor::ones({2}, kCpu), values({1.0f, 0.0f}, {2}));
+        },
+        {"check_numerics: div produced Inf", "element 1"});
     expect_error([] { ops::div_scalar(Tensor::ones({2}, kCpu), 0.0f); },
                  {"check_numerics: div_scalar produced Inf"});
-    expect_error([] { ops::exp(values({1.0f, 100.0f}, {2})); },
-                 {"check_numerics: exp produced Inf", "element 1"});
+    expect_error(
+        [] {
+          ops::exp(values({1.0f, 100.0f}, {2}));
+        },
+        {"check_numerics: exp produced Inf", "element 1"});
     expect_error([] { ops::sqrt(values({-1.0f}, {1})); }, {"check_numerics: sqrt produced NaN"});
     // Bad data: a NaN already in the batch is reported as such, at the first op that sees it.
     auto net = small_mlp();
     net->initialize(init::xavier(), kCpu, 1);
     std::vector<float> batch(8, 0.5f);
     batch[5] = std::nanf("");
-    expect_error([&] { (*net)(values(batch, {2, 4})); },
-                 {"check_numerics: input 0 of", "already holds a non-finite value at element 5",
-                  "from outside"});
+    expect_error(
+        [&] {
+          (*net)(values(batch, {2, 4}));
+        },
+        {"check_numerics: input 0 of", "already holds a non-finite value at element 5",
+         "from outside"});
     // Finite data through the same network is fine with the checks on.
     EXPECT_EQ((*net)(Tensor::ones({2, 4}, kCpu)).shape(), (Shape{2, 3}));
   }
@@ -500,8 +551,11 @@ TEST_F(HardeningFiles, CorruptTruncatedAndMismatchedCheckpoints) {
   net->save_parameters(bare);
   expect_error([&] { load_checkpoint(bare, *net, trainer, kCpu); },
                {"load_checkpoint", "does not match the trainer", "trainer.steps"});
-  expect_error([&] { save_checkpoint(path("x.ckpt"), *net, trainer, {{"optimizer", "x"}}); },
-               {"save_checkpoint", "metadata key 'optimizer' is reserved"});
+  expect_error(
+      [&] {
+        save_checkpoint(path("x.ckpt"), *net, trainer, {{"optimizer", "x"}});
+      },
+      {"save_checkpoint", "metadata key 'optimizer' is reserved"});
 
   // None of that changed the trainer: the good checkpoint still loads.
   EXPECT_EQ(load_checkpoint(good, *net, trainer, kCpu).at("epoch"), "3");
@@ -629,8 +683,11 @@ TEST_F(HardeningCuda, MixedDevicesAreRefusedByName) {
   net->initialize(init::xavier(), gpu, 1);
   expect_error([&] { (*net)(Tensor::ones({2, 4}, kCpu)); }, {"different devices", "cpu", "cuda:0"});
   const Tensor logits = Tensor::ones({2, 3}, gpu);
-  expect_error([&] { SoftmaxCrossEntropyLoss()(logits, Tensor::from_int32({0, 1}, {2}, kCpu)); },
-               {"softmax_cross_entropy", "different devices"});
+  expect_error(
+      [&] {
+        SoftmaxCrossEntropyLoss()(logits, Tensor::from_int32({0, 1}, {2}, kCpu));
+      },
+      {"softmax_cross_entropy", "different devices"});
   expect_error([&] { ops::add(Tensor::ones({2}, gpu), Tensor::ones({2}, kCpu)); },
                {"add", "different devices"});
   EXPECT_EQ((*net)(Tensor::ones({2, 4}, gpu)).shape(), (Shape{2, 3}));
@@ -650,8 +707,11 @@ TEST_F(HardeningCuda, CheckNumericsOnTheGpu) {
   const Device gpu = Device::cuda(0);
   {
     CheckNumericsGuard numerics;
-    expect_error([&] { ops::relu(ops::log(values({1.0f, -1.0f}, {2}, gpu))); },
-                 {"check_numerics: log produced NaN", "cuda:0"});
+    expect_error(
+        [&] {
+          ops::relu(ops::log(values({1.0f, -1.0f}, {2}, gpu)));
+        },
+        {"check_numerics: log produced NaN", "cuda:0"});
   }
   expect_still_usable(gpu);
 }

@@ -137,10 +137,14 @@ TEST(CpuFill, FillsFloatAndInt32) {
 
 float naive_binary(BinaryOp op, float p, float q) {
   switch (op) {
-    case BinaryOp::kAdd: return p + q;
-    case BinaryOp::kSub: return p - q;
-    case BinaryOp::kMul: return p * q;
-    case BinaryOp::kDiv: return p / q;
+    case BinaryOp::kAdd:
+      return p + q;
+    case BinaryOp::kSub:
+      return p - q;
+    case BinaryOp::kMul:
+      return p * q;
+    case BinaryOp::kDiv:
+      return p / q;
   }
   return kNaN;
 }

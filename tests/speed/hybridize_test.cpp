@@ -95,7 +95,8 @@ TEST(HybridizeCpu, BlockResultsAreIdenticalToEager) {
     const Tensor x = Tensor::uniform({3, 20}, -1.0f, 1.0f, 10 + uint64_t(call), Device::cpu());
     EXPECT_EQ((*hybrid)(x).to_vector(), (*eager)(x).to_vector()) << "call " << call;
   }
-  EXPECT_NE(hybrid->hybridize_reason().find("CPU"), std::string::npos) << hybrid->hybridize_reason();
+  EXPECT_NE(hybrid->hybridize_reason().find("CPU"), std::string::npos)
+      << hybrid->hybridize_reason();
 }
 
 TEST(HybridizeCpu, FancyMlpHybridizedOnTheCpuIsIdenticalToEager) {

@@ -60,8 +60,8 @@ inline void expect_close(const std::vector<float>& actual, const std::vector<flo
                     (!std::isfinite(e) ? (std::isnan(e) ? std::isnan(a) : a == e)
                                        : std::abs(a - e) <= atol + rtol * std::abs(e));
     if (!ok && failures++ < 5) {
-      ADD_FAILURE() << what << " element " << i << ": got " << a << ", expected " << e
-                    << " (atol " << atol << ", rtol " << rtol << ")";
+      ADD_FAILURE() << what << " element " << i << ": got " << a << ", expected " << e << " (atol "
+                    << atol << ", rtol " << rtol << ")";
     }
   }
   EXPECT_EQ(failures, 0u) << what << ": " << failures << " of " << actual.size()
@@ -111,8 +111,8 @@ inline void expect_gradients_match(const std::function<Tensor(const std::vector<
         args[which] = Tensor::from_vector(moved, inputs[which].shape(), inputs[which].device());
         return double(f(args).item());
       };
-      numeric[i] = float((evaluate(values[i] + float(eps)) - evaluate(values[i] - float(eps))) /
-                         (2 * eps));
+      numeric[i] =
+          float((evaluate(values[i] + float(eps)) - evaluate(values[i] - float(eps))) / (2 * eps));
     }
     expect_close(analytic, numeric, atol, rtol, "gradient of input " + std::to_string(which));
   }
