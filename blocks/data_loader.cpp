@@ -90,43 +90,61 @@ DataLoader::DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderO
   CAIRN_CHECK(options_.batch_size > 0, "DataLoader: batch_size must be positive, got ",
               options_.batch_size);
   CAIRN_CHECK(options_.stddev > 0.0f, "DataLoader: stddev must be positive, got ", options_.stddev);
-  CAIRN_CHECK(int64_t(data_->pixels.size()) == data_->count * data_->features &&
+  int64_t pixel_count = 0;
+  CAIRN_CHECK(data_->features > 0 &&
+                  !__builtin_mul_overflow(data_->count, data_->features, &pixel_count) &&
+                  int64_t(data_->pixels.size()) == pixel_count &&
                   int64_t(data_->labels.size()) == data_->count,
               "DataLoader: the data set's arrays do not match count ", data_->count,
               " and features ", data_->features);
-  if (device_.is_cuda()) {
-    cuda::DeviceGuard guard(device_);
-    cudaStream_t stream = nullptr;
-    CAIRN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
-    copy_stream_ = stream;
-    const int64_t x_count = options_.batch_size * data_->features;
-    for (int i = 0; i < 2; ++i) {
-      auto slot = std::make_unique<Slot>();
-      CAIRN_CUDA_CHECK(
-          cudaMallocHost(reinterpret_cast<void**>(&slot->host_x), size_t(x_count) * sizeof(float)));
-      CAIRN_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&slot->host_y),
-                                      size_t(options_.batch_size) * sizeof(int32_t)));
-      slot->device_x = Tensor::empty({options_.batch_size, data_->features}, device_);
-      slot->device_y = Tensor::empty({options_.batch_size}, device_, DType::kInt32);
-      CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&slot->copied, cudaEventDisableTiming));
-      CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&slot->released, cudaEventDisableTiming));
-      slots_.push_back(std::move(slot));
-    }
+  try {
+    if (device_.is_cuda()) create_cuda_resources();
+    start_epoch(0);
+  } catch (...) {
+    // The destructor does not run for a half-built loader.
+    if (device_.is_cuda()) release_cuda_resources();
+    throw;
   }
-  start_epoch(0);
+}
+
+void DataLoader::create_cuda_resources() {
+  cuda::DeviceGuard guard(device_);
+  cudaStream_t stream = nullptr;
+  CAIRN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
+  copy_stream_ = stream;
+  const int64_t x_count = options_.batch_size * data_->features;
+  for (int i = 0; i < 2; ++i) {
+    // Into slots_ first, so that release_cuda_resources() finds whatever was made before a failure.
+    slots_.push_back(std::make_unique<Slot>());
+    Slot& slot = *slots_.back();
+    CAIRN_CUDA_CHECK(
+        cudaMallocHost(reinterpret_cast<void**>(&slot.host_x), size_t(x_count) * sizeof(float)));
+    CAIRN_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&slot.host_y),
+                                    size_t(options_.batch_size) * sizeof(int32_t)));
+    slot.device_x = Tensor::empty({options_.batch_size, data_->features}, device_);
+    slot.device_y = Tensor::empty({options_.batch_size}, device_, DType::kInt32);
+    CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&slot.copied, cudaEventDisableTiming));
+    CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&slot.released, cudaEventDisableTiming));
+  }
+}
+
+void DataLoader::release_cuda_resources() noexcept {
+  // Statuses are ignored: this runs from the destructor and from a failed constructor. Pending
+  // copies finish first, so no transfer reads a freed pinned buffer.
+  if (copy_stream_ != nullptr) cudaStreamSynchronize(static_cast<cudaStream_t>(copy_stream_));
+  for (auto& slot : slots_) {
+    if (slot->host_x != nullptr) cudaFreeHost(slot->host_x);
+    if (slot->host_y != nullptr) cudaFreeHost(slot->host_y);
+    if (slot->copied != nullptr) cudaEventDestroy(slot->copied);
+    if (slot->released != nullptr) cudaEventDestroy(slot->released);
+  }
+  slots_.clear();
+  if (copy_stream_ != nullptr) cudaStreamDestroy(static_cast<cudaStream_t>(copy_stream_));
+  copy_stream_ = nullptr;
 }
 
 DataLoader::~DataLoader() {
-  if (!device_.is_cuda()) return;
-  // Destructors never throw: statuses are ignored, the copies are waited for first.
-  cudaStreamSynchronize(static_cast<cudaStream_t>(copy_stream_));
-  for (auto& slot : slots_) {
-    cudaFreeHost(slot->host_x);
-    cudaFreeHost(slot->host_y);
-    cudaEventDestroy(slot->copied);
-    cudaEventDestroy(slot->released);
-  }
-  cudaStreamDestroy(static_cast<cudaStream_t>(copy_stream_));
+  if (device_.is_cuda()) release_cuda_resources();
 }
 
 int64_t DataLoader::batches_per_epoch() const {

@@ -64,6 +64,8 @@ class DataLoader {
 
  private:
   struct Slot;
+  void create_cuda_resources();
+  void release_cuda_resources() noexcept;
   void stage(int64_t batch_index, Slot& slot);  // host gather + normalise + async copy
   int64_t batch_length(int64_t batch_index) const;
 

@@ -38,14 +38,18 @@ std::string Parameter::describe_for_errors() const {
 }
 
 void Parameter::allocate_and_fill(const InitializerPtr& init, const Device& device, uint64_t seed) {
+  // Built aside and kept only once filled: an initializer that throws (a bad argument, xavier on
+  // a 1-d parameter) leaves the parameter uninitialised, not holding garbage.
+  Tensor value;
   if (constant_) {
-    data_ = constant_value_.to(device).clone();
+    value = constant_value_.to(device).clone();
   } else {
     CAIRN_CHECK(init != nullptr, "initialize: no initializer for ", describe_for_errors());
-    data_ = Tensor::empty(shape_, device);
-    init->fill(data_, name_, seed);
+    value = Tensor::empty(shape_, device);
+    init->fill(value, name_, seed);
   }
-  if (grad_req_ != GradReq::kNull) data_.attach_grad(grad_req_);
+  if (grad_req_ != GradReq::kNull) value.attach_grad(grad_req_);
+  data_ = value;
   pending_init_ = nullptr;
 }
 

@@ -3,7 +3,7 @@
 //   train_fashion_mnist [--epochs 10] [--batch-size 256] [--optimizer sgd|adam] [--lr 0.1]
 //                       [--depth 1] [--width 256] [--device cpu|cuda|cuda:N] [--seed 0]
 //                       [--data DIR] [--out DIR] [--resume CHECKPOINT] [--limit N]
-//                       [--init xavier|normal] [--no-standardize]
+//                       [--init xavier|normal] [--no-standardize] [--lr-schedule constant|cosine]
 //
 // Per epoch it prints train loss, train and test accuracy, seconds and samples per second, and
 // writes <out>/checkpoint.safetensors (parameters + optimizer state), <out>/curves.csv and
@@ -18,6 +18,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -41,9 +42,10 @@ struct Options {
   std::string data_dir = kFashionMnistDir;
   std::string out_dir = "out/train_fashion_mnist";
   std::string resume;
-  int64_t limit = 0;            // use only the first N training samples (quick runs)
-  std::string init = "xavier";  // or "normal": the book's N(0, 0.01)
-  bool standardize = true;      // pixels to zero mean, unit variance (Fashion-MNIST's statistics)
+  int64_t limit = 0;                     // use only the first N training samples (quick runs)
+  std::string init = "xavier";           // or "normal": the book's N(0, 0.01)
+  std::string lr_schedule = "constant";  // or "cosine": lr * (1 + cos(pi * t / T)) / 2 per step
+  bool standardize = true;  // pixels to zero mean, unit variance (Fashion-MNIST's statistics)
 };
 
 [[noreturn]] void usage(const std::string& problem) {
@@ -51,7 +53,7 @@ struct Options {
             << "\nusage: train_fashion_mnist [--epochs N] [--batch-size N] [--optimizer sgd|adam]"
                " [--lr X] [--depth N] [--width N] [--device cpu|cuda|cuda:N] [--seed N]"
                " [--data DIR] [--out DIR] [--resume CHECKPOINT] [--limit N]"
-               " [--init xavier|normal] [--no-standardize]\n";
+               " [--init xavier|normal] [--no-standardize] [--lr-schedule constant|cosine]\n";
   std::exit(2);
 }
 
@@ -92,14 +94,20 @@ Options parse(int argc, char** argv) {
         options.init = value();
       else if (flag == "--no-standardize")
         options.standardize = false;
+      else if (flag == "--lr-schedule")
+        options.lr_schedule = value();
       else
         usage("unknown option " + flag);
     } catch (const std::logic_error&) {
       usage("bad value for " + flag);
     }
   }
-  if (options.init != "xavier" && options.init != "normal")
+  if (options.init != "xavier" && options.init != "normal") {
     usage("--init must be xavier or normal");
+  }
+  if (options.lr_schedule != "constant" && options.lr_schedule != "cosine") {
+    usage("--lr-schedule must be constant or cosine");
+  }
   if (options.optimizer != "sgd" && options.optimizer != "adam") {
     usage("--optimizer must be sgd or adam");
   }
@@ -222,6 +230,7 @@ int run(const Options& options) {
     int64_t correct = 0, seen = 0, step = 0;
     Batch batch;
     while (train_loader.next(batch)) {
+      ++step;
       Tensor logits, loss;
       {
         autograd::RecordScope record;
@@ -229,12 +238,20 @@ int run(const Options& options) {
         loss = loss_fn(logits, batch.y);
       }
       loss.backward();
+      if (options.lr_schedule == "cosine") {
+        // A function of the global step alone, so a resumed run follows the same schedule.
+        const double total = double(options.epochs) * double(train_loader.batches_per_epoch());
+        const double done =
+            double(epoch - 1) * double(train_loader.batches_per_epoch()) + double(step - 1);
+        trainer.set_learning_rate(float(options.learning_rate * 0.5 *
+                                        (1.0 + std::cos(3.141592653589793 * done / total))));
+      }
       trainer.step(1);  // the loss is already a batch mean
       const double batch_loss = loss.item();
       loss_sum += batch_loss * double(batch.y.numel());
       correct += count_correct(logits, batch.y);
       seen += batch.y.numel();
-      if (interactive && ++step % 10 == 0) {
+      if (interactive && step % 10 == 0) {
         draw_progress(step, train_loader.batches_per_epoch(), batch_loss);
       }
     }

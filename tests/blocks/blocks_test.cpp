@@ -169,6 +169,20 @@ TEST(Blocks, IntermediatesRecordEveryBlockOutputByPath) {
   expect_error([&] { seen.output("nope"); }, {"no output recorded for 'nope'", "'0.net.0'"});
 }
 
+TEST(Blocks, AFailedInitializerLeavesTheParameterUninitialised) {
+  struct Scaled : Block {
+    Scaled() : Block("Scaled") { scale = register_parameter("scale", {4}); }
+    Tensor forward(const Tensor& x) override { return ops::mul(x, scale->data()); }
+    ParameterPtr scale;
+  } block;
+  expect_error([&] { block.initialize(init::xavier(), kCpu, 0); },
+               {"init::xavier", "'scale'", "at least 2 dimensions"});
+  EXPECT_FALSE(block.scale->is_initialized());  // not holding garbage
+  block.initialize(init::ones(), kCpu, 0);  // no force_reinit needed
+  EXPECT_EQ(block(Tensor::full({1, 4}, 2.0f, kCpu)).to_vector(), (std::vector<float>(4, 2.0f)));
+  EXPECT_TRUE(block.scale->grad().defined());
+}
+
 TEST(Blocks, RegistrationRejectsDuplicatesAndBadNames) {
   struct Bad : Block {
     Bad() : Block("Bad") {}
