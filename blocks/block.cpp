@@ -3,6 +3,7 @@
 #include <functional>
 
 #include "cairn/blocks/safetensors.h"
+#include "cairn/core/cuda_graph.h"
 #include "cairn/core/error.h"
 
 namespace cairn {
@@ -39,9 +40,13 @@ std::string join(const std::string& prefix, const std::string& name) {
 }  // namespace
 
 Tensor Block::operator()(const Tensor& x) {
-  Tensor y = hybrid_ ? hybrid_->run(describe(), x, [this](const Tensor& in) { return forward(in); })
-                     : forward(x);
-  if (t_recorder != nullptr) t_recorder->notify(*this, y);
+  // While Intermediates records, a hybridized block runs eagerly: a captured graph's children
+  // would be seen once, at capture, with outputs not yet computed, and never on replays.
+  Tensor y = hybrid_ && t_recorder == nullptr
+                 ? hybrid_->run(describe(), x, [this](const Tensor& in) { return forward(in); })
+                 : forward(x);
+  // Inside a capture (a CapturedStep) outputs are not computed yet: nothing to record.
+  if (t_recorder != nullptr && cuda::capture_pool() == nullptr) t_recorder->notify(*this, y);
   return y;
 }
 

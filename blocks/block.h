@@ -107,7 +107,9 @@ std::shared_ptr<B> make(Args&&... args) {
 std::ostream& operator<<(std::ostream& out, const Block& block);
 
 // Records the output of every block call under the block's path in `root` ("" for the root, "0",
-// "hidden", "net.1") while alive: easy access to intermediate results.
+// "hidden", "net.1") while alive: easy access to intermediate results. Hybridized blocks run
+// eagerly while a recorder is alive, so their children are recorded too; calls captured into a
+// CapturedStep's graph are not recorded (they compute nothing until replayed): record outside it.
 //   Intermediates seen(*net);
 //   net->forward(x);
 //   Tensor hidden = seen.output("0");

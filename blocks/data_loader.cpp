@@ -71,8 +71,11 @@ std::vector<int64_t> seeded_permutation(int64_t count, uint64_t seed) {
   return order;
 }
 
-// One of the two staging areas on a GPU: pinned host buffers, device buffers, and the events that
-// order the copy stream against the compute stream.
+// One of the staging areas on a GPU: pinned host buffers, device buffers, and the events that
+// order the copy stream against the compute stream. Three of them: the batch handed out last, the
+// one before it (valid until next() has been called twice more, as data_loader.h promises), and
+// the one being copied in.
+constexpr int kSlots = 3;
 struct DataLoader::Slot {
   float* host_x = nullptr;
   int32_t* host_y = nullptr;
@@ -113,7 +116,7 @@ void DataLoader::create_cuda_resources() {
   CAIRN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   copy_stream_ = stream;
   const int64_t x_count = options_.batch_size * data_->features;
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < kSlots; ++i) {
     // Into slots_ first, so that release_cuda_resources() finds whatever was made before a failure.
     slots_.push_back(std::make_unique<Slot>());
     Slot& slot = *slots_.back();
@@ -125,6 +128,9 @@ void DataLoader::create_cuda_resources() {
     slot.device_y = Tensor::empty({options_.batch_size}, device_, DType::kInt32);
     CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&slot.copied, cudaEventDisableTiming));
     CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&slot.released, cudaEventDisableTiming));
+    // The new device buffers may still be being poisoned (set_poison_allocations) on the compute
+    // stream; the first copy into them, on the copy stream, waits for this.
+    CAIRN_CUDA_CHECK(cudaEventRecord(slot.released, cuda::current_stream(device_)));
   }
 }
 
@@ -229,14 +235,15 @@ bool DataLoader::next(Batch& batch) {
 
   cuda::DeviceGuard guard(device_);
   auto compute_stream = static_cast<cudaStream_t>(cuda::current_stream(device_));
-  Slot& slot = *slots_[size_t(next_batch_ % 2)];
+  Slot& slot = *slots_[size_t(next_batch_ % kSlots)];
   CAIRN_CUDA_CHECK(cudaStreamWaitEvent(compute_stream, slot.copied, 0));
   batch.x = Tensor::wrap(slot.device_x.raw_data(), {length, features}, device_);
   batch.y = Tensor::wrap(slot.device_y.raw_data(), {length}, device_, DType::kInt32);
 
-  // The other slot held the previous batch, whose work is all queued by now: once the compute
-  // stream passes this point it is free, so the batch after this one can be copied into it.
-  Slot& other = *slots_[size_t((next_batch_ + 1) % 2)];
+  // The next slot held the batch handed out two calls ago, whose work is all queued by now: once
+  // the compute stream passes this point it is free, so the batch after this one can be copied
+  // into it.
+  Slot& other = *slots_[size_t((next_batch_ + 1) % kSlots)];
   CAIRN_CUDA_CHECK(cudaEventRecord(other.released, compute_stream));
   if (next_batch_ + 1 < batches_per_epoch()) stage(next_batch_ + 1, other);
   ++next_batch_;

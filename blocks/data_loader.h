@@ -46,9 +46,9 @@ struct LoaderOptions {
 // Iterates one epoch at a time. The order of epoch e is a pure function of (seed, e), so a run
 // resumed at epoch e sees exactly the batches the uninterrupted run saw.
 //
-// On a GPU, batches live in two device buffers fed from pinned host memory by asynchronous copies
-// on a copy stream: next() hands out batch k while batch k+1 is already on its way. A batch's
-// tensors therefore stay valid until next() has been called twice more; clone() one to keep it.
+// On a GPU, batches live in three device buffers fed from pinned host memory by asynchronous
+// copies on a copy stream: next() hands out batch k while batch k+1 is already on its way. A
+// batch's tensors stay valid until next() has been called twice more; clone() one to keep it.
 class DataLoader {
  public:
   DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderOptions& options,
