@@ -27,6 +27,7 @@ struct DeviceState {
   // cuBLAS workspaces per stream (the handle is one per device), from cairn's allocator on that
   // stream, so each is only ever used in that stream's order. Guarded by blas_mutex.
   std::map<cudaStream_t, void*> blas_workspaces;
+  size_t blas_workspace_bytes = 0;
 };
 
 std::atomic<kernels::MatmulPrecision> g_precision{kernels::MatmulPrecision::kFloat32};
@@ -45,6 +46,14 @@ struct StreamOverride {
 };
 thread_local std::array<StreamOverride, kMaxDevices> t_overrides;
 
+// cuBLAS's recommended workspace: 32 MiB on Hopper and later, 4 MiB before.
+size_t blas_workspace_bytes(const Device& device) {
+  int major = 0;
+  CAIRN_CUDA_CHECK(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device.index()));
+  return size_t(major >= 9 ? 32 : 4) << 20;
+}
+
 DeviceState& state_for(const Device& device) {
   CAIRN_CHECK(device.is_cuda(), "cuda context: ", device, " is not a CUDA device");
   CAIRN_CHECK(device.index() < cuda_device_count(), "cuda context: ", device, " is not available (",
@@ -59,17 +68,10 @@ DeviceState& state_for(const Device& device) {
     }
     if (state.blas == nullptr) CAIRN_CUBLAS_CHECK(cublasCreate(&state.blas));
     if (state.lt == nullptr) CAIRN_CUBLAS_CHECK(cublasLtCreate(&state.lt));
+    state.blas_workspace_bytes = blas_workspace_bytes(device);
     state.created.store(true, std::memory_order_release);
   }
   return state;
-}
-
-// cuBLAS's recommended workspace: 32 MiB on Hopper and later, 4 MiB before.
-size_t blas_workspace_bytes(const Device& device) {
-  int major = 0;
-  CAIRN_CUDA_CHECK(
-      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device.index()));
-  return size_t(major >= 9 ? 32 : 4) << 20;
 }
 
 }  // namespace
@@ -85,7 +87,7 @@ BlasLease::BlasLease(const Device& device) {
   const cudaStream_t stream = current_stream(device);
   lock_ = std::unique_lock<std::mutex>(state.blas_mutex);
   void*& workspace = state.blas_workspaces[stream];
-  const size_t workspace_bytes = blas_workspace_bytes(device);
+  const size_t workspace_bytes = state.blas_workspace_bytes;
   if (workspace == nullptr) {
     // Keyed by the stream, never by a capturing graph's pool: the workspace outlives any graph
     // and serves eager calls and replays on this stream alike, in the stream's order.
