@@ -38,7 +38,11 @@ class CudaShutdownEnvironment : public ::testing::Environment {
  public:
   void TearDown() override {
     if (!cuda_available()) return;
-    cuda::shutdown();
+    try {
+      cuda::shutdown();
+    } catch (const std::exception& error) {
+      ADD_FAILURE() << "cuda::shutdown: " << error.what();
+    }
     for (int index = 0; index < cuda_device_count(); ++index) {
       if (cudaSetDevice(index) == cudaSuccess) cudaDeviceReset();
     }
