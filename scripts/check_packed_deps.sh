@@ -44,14 +44,15 @@ if command -v ccache >/dev/null; then
   export CCACHE_BASEDIR="$root" CCACHE_NOHASHDIR=1
   launcher=(-DCMAKE_CXX_COMPILER_LAUNCHER=ccache -DCMAKE_CUDA_COMPILER_LAUNCHER=ccache)
 fi
+mkdir -p "$build_dir"
 # The compilers are named, not searched for: their search would be hidden too.
 cmake --fresh -S . -B "$build_dir" -G Ninja -DCMAKE_BUILD_TYPE=Release -DBUILD_TESTING=ON \
   -DCAIRN_BUILD_BENCHMARKS=ON -DCMAKE_CXX_COMPILER="$(command -v c++)" \
   -DCMAKE_CUDA_COMPILER="$(command -v nvcc)" \
   "-DCMAKE_IGNORE_PREFIX_PATH=/usr;/" "-DCMAKE_SYSTEM_IGNORE_PREFIX_PATH=/usr;/" \
   "-DCMAKE_IGNORE_PATH=$hidden_dirs" "${launcher[@]}" "${CAIRN_DEPS_CMAKE_ARGS[@]}" \
-  >"$build_dir.configure.log" 2>&1 || {
-  cat "$build_dir.configure.log"
+  >"$build_dir/packed-configure.log" 2>&1 || {
+  cat "$build_dir/packed-configure.log"
   echo "check_packed_deps: configure FAILED with /usr hidden" >&2
   exit 1
 }
@@ -82,9 +83,9 @@ echo "check_packed_deps: built after $(($(date +%s) - start)) s"
 
 # 2. What the compiler read: no header of these packages may come from /usr.
 echo "== headers the compiler read"
-ninja -C "$build_dir" -t deps >"$build_dir.deps.txt"
+ninja -C "$build_dir" -t deps >"$build_dir/packed-header-deps.txt"
 pattern='/(nlohmann/|zlib\.h|zconf\.h|cblas\.h|openblas_config\.h|gtest/|gmock/|benchmark/benchmark\.h|CLI/)'
-used=$(grep -E "$pattern" "$build_dir.deps.txt" | sed 's/^ *//' | sort -u)
+used=$(grep -E "$pattern" "$build_dir/packed-header-deps.txt" | sed 's/^ *//' | sort -u)
 from_usr=$(grep -E '^/usr/' <<<"$used" || true)
 [[ -z $from_usr ]] || fail "headers read from /usr: $(head -5 <<<"$from_usr" | tr '\n' ' ')"
 for header in nlohmann/json.hpp zlib.h cblas.h gtest/gtest.h benchmark/benchmark.h; do
