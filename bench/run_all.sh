@@ -32,7 +32,8 @@ gpu_name=""
 if command -v nvidia-smi >/dev/null 2>&1; then
   gpu_name="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || true)"
 fi
-commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# CAIRN_COMMIT: given by the caller where the tree travels without .git (the GPU machine).
+commit="${CAIRN_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 dirty=()
 # Reports written into bench/results/ are outputs, not a change to what is measured.
 if [ -n "$(git -C "$root" status --porcelain -- . ':!bench/results' 2>/dev/null)" ]; then

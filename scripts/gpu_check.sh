@@ -36,16 +36,21 @@
 #   CAIRN_GPU_CHECK_BUDGET   seconds for the whole script (default 510: under 9 minutes)
 #   CAIRN_GPU_CHECK_ONLY     run only these stages (space-separated names or name prefixes,
 #                            e.g. "env deps configure build memcheck"); the rest are skipped
+#   CAIRN_GPU_CHECK_LIMITS   per-stage limits replaced, e.g. "build=1200" (a dry run on two cores)
 #   CAIRN_GPU_CHECK_NO_GPU=1 the dry run above
+#   CAIRN_COMMIT             the commit to name in the reports (the device's copy has no .git)
 #   CAIRN_BUILD_DIR          build directory (default build-gpu)
 #   CAIRN_CUDA_ARCHITECTURES default 90-real (the H200 only)
 #   CAIRN_GPU_CHECK_CUDA_FLAGS  default -lineinfo (source lines in the sanitizers' reports)
 #   CAIRN_MEMCHECK_FLAGS     extra memcheck flags (default --leak-check full)
 #   CAIRN_SANITIZER_EXCLUDE  gtest filter of tests kept out of the sanitizers (see below)
 set -uo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/.." || exit 1
 root=$(pwd)
 export PATH="/usr/local/cuda/bin:$PATH"
+# A CMake 4 (the device's comes from pip) refuses policy versions under 3.5 unless told a floor;
+# older ones ignore this.
+export CMAKE_POLICY_VERSION_MINIMUM=3.5
 start_epoch=$(date +%s)
 
 # ---- What runs. Adding a GPU test binary is one line in gpu_test_binaries (memcheck); adding it
@@ -72,6 +77,9 @@ declare -A limit=(
   [env]=40 [configure]=90 [build]=300 [ctest]=150 [parity]=45 [fashion]=75 [bench]=120
   [memcheck]=150 [racecheck]=150 [initcheck]=120
 )
+for override in ${CAIRN_GPU_CHECK_LIMITS:-}; do  # e.g. "build=1200 ctest=600" for a slow machine
+  limit[${override%%=*}]=${override#*=}
+done
 budget="${CAIRN_GPU_CHECK_BUDGET:-510}"
 sanitizer_reserve=90
 deadline=$((start_epoch + budget))
@@ -95,9 +103,11 @@ else
 fi
 gpu_slug=$(echo "$gpu_name" | tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9]\+/-/g' -e 's/^-//' -e 's/-$//')
 [[ $have_gpu == 1 ]] || gpu_slug=no-gpu
-commit=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+# CAIRN_COMMIT: given by the caller where the tree travels without .git (the GPU machine).
+commit="${CAIRN_COMMIT:-$(git rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 dirty=""
-[[ -n $(git status --porcelain 2>/dev/null) ]] && dirty=" (working tree differs from the commit)"
+[[ -n $(git status --porcelain -- . ':!bench/results' 2>/dev/null) ]] &&
+  dirty=" (working tree differs from the commit)"
 report_copy="bench/results/gpu_check-$gpu_slug-$commit.md"
 started=$(date -u +%FT%TZ)
 
@@ -336,6 +346,7 @@ stage parity parity "gpu,file:$build_dir/samples/blocks_tour" note_tail -- \
 fashion_needs="gpu,file:$build_dir/samples/train_fashion_mnist"
 fashion_needs+=",file:${CAIRN_FASHION_MNIST_DIR:-/nonexistent-fashion-mnist}/train-images-idx3-ubyte.gz"
 rm -rf "$work/fashion"
+# shellcheck disable=SC2016  # expanded by the inner bash
 stage fashion fashion "$fashion_needs" note_fashion -- bash -c '"$0" --epochs 1 --device cuda \
   --data "$1" --out "$2" && echo "curves.csv:" && cat "$2/curves.csv"' \
   "$build_dir/samples/train_fashion_mnist" "${CAIRN_FASHION_MNIST_DIR:-}" "$work/fashion"
