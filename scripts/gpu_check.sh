@@ -34,8 +34,8 @@
 #
 # Environment (all optional):
 #   CAIRN_GPU_CHECK_BUDGET   seconds for the whole script (default 510: under 9 minutes)
-#   CAIRN_GPU_CHECK_ONLY     run only these stages (space-separated names or name prefixes,
-#                            e.g. "env deps configure build memcheck"); the rest are skipped
+#   CAIRN_GPU_CHECK_ONLY     run only these stages (space-separated names or name prefixes, e.g.
+#                            "configure build memcheck"; deps always runs); the rest are skipped
 #   CAIRN_GPU_CHECK_LIMITS   per-stage limits replaced, e.g. "build=1200" (a dry run on two cores)
 #   CAIRN_GPU_CHECK_NO_GPU=1 the dry run above
 #   CAIRN_COMMIT             the commit to name in the reports (the device's copy has no .git)
@@ -93,10 +93,10 @@ mkdir -p "$logs" "$work/results" "$out" bench/results
 
 # ---- The machine ----
 have_gpu=0
-if [[ ${CAIRN_GPU_CHECK_NO_GPU:-0} != 1 ]] && nvidia-smi -L >/dev/null 2>&1; then
+if [[ ${CAIRN_GPU_CHECK_NO_GPU:-0} != 1 ]] && timeout 30 nvidia-smi -L >/dev/null 2>&1; then
   have_gpu=1
-  gpu_name=$(nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
-  driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
+  gpu_name=$(timeout 30 nvidia-smi --query-gpu=name --format=csv,noheader | head -1)
+  driver=$(timeout 30 nvidia-smi --query-gpu=driver_version --format=csv,noheader | head -1)
 else
   gpu_name="none"
   driver="none"
@@ -304,22 +304,18 @@ export -f stage_env
 export root
 stage env env - note_env -- bash -c stage_env
 
-# deps runs in this shell: what it exports is for every later stage.
+# deps runs in this shell, whatever CAIRN_GPU_CHECK_ONLY says: what it exports (the loader's path
+# to the packed libraries above all) is for every later stage.
 stage_counter=$((stage_counter + 1))
 order+=(deps)
 deps_log=$(log_of deps "$stage_counter")
 deps_began=$SECONDS
-if selected deps; then
-  # shellcheck source=scripts/device_deps_env.sh
-  source scripts/device_deps_env.sh >"$deps_log" 2>&1
-  deps_status=$?
-  record deps "$([[ $deps_status == 0 ]] && echo passed || echo FAILED)" "$deps_status" \
-    "$((SECONDS - deps_began))" - "$(awk '$2 == "packed"' <<<"${CAIRN_DEPS_SUMMARY:-}" | wc -l) packed, $(awk '$2 == "system"' <<<"${CAIRN_DEPS_SUMMARY:-}" | wc -l) from the system"
-  sed 's/^/  /' "$deps_log"
-else
-  CAIRN_DEPS_CMAKE_ARGS=()
-  record deps skipped "" 0 - "not selected (CAIRN_GPU_CHECK_ONLY)"
-fi
+# shellcheck source=scripts/device_deps_env.sh
+source scripts/device_deps_env.sh >"$deps_log" 2>&1
+deps_status=$?
+record deps "$([[ $deps_status == 0 ]] && echo passed || echo FAILED)" "$deps_status" \
+  "$((SECONDS - deps_began))" - "$(awk '$2 == "packed"' <<<"${CAIRN_DEPS_SUMMARY:-}" | wc -l) packed, $(awk '$2 == "system"' <<<"${CAIRN_DEPS_SUMMARY:-}" | wc -l) from the system"
+sed 's/^/  /' "$deps_log"
 write_report
 
 launcher=()
