@@ -85,7 +85,10 @@ echo "check_packed_deps: built after $(($(date +%s) - start)) s"
 echo "== headers the compiler read"
 ninja -C "$build_dir" -t deps >"$build_dir/packed-header-deps.txt"
 pattern='/(nlohmann/|zlib\.h|zconf\.h|cblas\.h|openblas_config\.h|gtest/|gmock/|benchmark/benchmark\.h|CLI/)'
-used=$(grep -E "$pattern" "$build_dir/packed-header-deps.txt" | sed 's/^ *//' | sort -u)
+# ninja records paths as the compiler got them: relative to the build dir where ccache's base_dir
+# rewrote them. Made absolute (links kept) before they are judged.
+used=$(grep -E "$pattern" "$build_dir/packed-header-deps.txt" | sed 's/^ *//' | sort -u |
+  (cd "$build_dir" && xargs -r realpath -m -s) | sort -u)
 from_usr=$(grep -E '^/usr/' <<<"$used" || true)
 [[ -z $from_usr ]] || fail "headers read from /usr: $(head -5 <<<"$from_usr" | tr '\n' ' ')"
 for header in nlohmann/json.hpp zlib.h cblas.h gtest/gtest.h benchmark/benchmark.h; do
@@ -96,8 +99,8 @@ done
 
 # 3. What the linker was given: no library of these packages from /usr.
 echo "== link lines"
-if grep -Eo '/usr/lib[^ ]*/lib(openblas|blas|z|benchmark|gtest|gmock)[^ ]*' "$build_dir/build.ninja" |
-    sort -u | grep .; then
+if grep -Eo '(^|[ ;:=])/(usr/)?lib[^ ]*/lib(openblas|blas|z|benchmark|gtest|gmock)[.a-z0-9]*' \
+    "$build_dir/build.ninja" | sort -u | grep .; then
   fail "the link lines above name libraries in /usr"
 fi
 
