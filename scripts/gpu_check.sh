@@ -294,6 +294,8 @@ stage_env() {
   cmake --version | head -1
   ninja --version
   "$(command -v g++ || echo c++)" --version | head -1
+  ldd --version | head -1
+  grep PRETTY_NAME /etc/os-release
   compute-sanitizer --version 2>&1 | tail -1
   python3 -c 'import torch; print("torch", torch.__version__, "cuda", torch.version.cuda, torch.cuda.is_available())'
   echo "cores: $(nproc)"

@@ -115,6 +115,17 @@ for deb in "$work"/debs/*.deb; do
   echo "$package $version: $(du -k "$out" | cut -f1) KiB$note" >>"$manifest"
 done
 
+# The newest glibc symbol the packed libraries ask for: the GPU machine's glibc must be at least
+# this (gpu_check.sh's env stage prints that machine's).
+if command -v objdump >/dev/null; then
+  mkdir -p "$work/libs"
+  for deb in "$deps_dir"/debs/*.deb; do dpkg-deb -x "$deb" "$work/libs"; done
+  symbols=$(find "$work/libs" -name '*.so*' -type f -exec objdump -T {} + 2>/dev/null)
+  glibc=$(grep -o 'GLIBC_[0-9.]*' <<<"$symbols" | sort -uV | tail -1)
+  glibcxx=$(grep -o 'GLIBCXX_[0-9.]*' <<<"$symbols" | sort -uV | tail -1)
+  echo "needs: ${glibc:-GLIBC_?} and ${glibcxx:-GLIBCXX_?} (libstdc++) or newer" >>"$manifest"
+fi
+
 if ((with_dataset)); then
   mkdir -p "$deps_dir/fashion-mnist"
   files=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz
