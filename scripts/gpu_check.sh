@@ -118,7 +118,7 @@ selected() {  # selected <stage name>: true unless CAIRN_GPU_CHECK_ONLY leaves i
   [[ -z ${CAIRN_GPU_CHECK_ONLY:-} ]] && return 0
   local wanted
   for wanted in $CAIRN_GPU_CHECK_ONLY; do
-    [[ $1 == "$wanted" || $1 == "$wanted":* ]] && return 0
+    [[ $1 == "$wanted"* ]] && return 0
   done
   return 1
 }
