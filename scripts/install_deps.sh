@@ -10,6 +10,9 @@ need() {  # need <package> <file that proves it is installed>
 command -v cmake >/dev/null || packages+=(cmake)
 command -v ninja >/dev/null || packages+=(ninja-build)
 command -v g++ >/dev/null || packages+=(g++)
+# ccache: CI builds the tree three times (sanitized, packed dependencies, plain); the plain build
+# reuses the packed one's objects.
+command -v ccache >/dev/null || packages+=(ccache)
 need libopenblas-dev /usr/include/x86_64-linux-gnu/openblas-pthread/cblas.h
 need nlohmann-json3-dev /usr/include/nlohmann/json.hpp
 need zlib1g-dev /usr/include/zlib.h
