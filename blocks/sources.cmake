@@ -6,6 +6,7 @@ set(CAIRN_BLOCKS_SOURCES
   blocks/block.cpp
   blocks/hybridize.cpp
   blocks/safetensors.cpp
+  blocks/safetensors_dtypes.cpp
   blocks/idx.cpp
   blocks/loss.cpp
   blocks/optimizer.cpp
