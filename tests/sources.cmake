@@ -38,3 +38,11 @@ if(CAIRN_HAVE_MPI)
   set_tests_properties(dist.failing_rank_ends_the_job PROPERTIES TIMEOUT 90 LABELS "dist;mpi"
                        PROCESSORS 2)
 endif()
+if(CAIRN_HAVE_MPI AND CAIRN_SANITIZE)
+  # Open MPI leaves ~120 KB in ~3,300 allocations per process at MPI_Finalize (measured with a
+  # bare MPI_Init/MPI_Iallreduce/MPI_Finalize program), much of it in plugins it has unloaded,
+  # so LeakSanitizer cannot even name them for a suppression. Leak checking is off for the MPI
+  # jobs; AddressSanitizer's and UBSan's checks of cairn's code stay on.
+  set_tests_properties(dist.mpi_np1 dist.mpi_np2 dist.mpi_np3 dist.failing_rank_ends_the_job
+                       PROPERTIES ENVIRONMENT_MODIFICATION "ASAN_OPTIONS=string_append::detect_leaks=0")
+endif()
