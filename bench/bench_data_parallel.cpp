@@ -2,6 +2,7 @@
 // samples/s from 1 to N processes. Not a Google Benchmark program: it runs under mpirun.
 //
 //   mpirun -np 2 build-bench/bench/bench_data_parallel [--steps 60] [--batch 256] [--width 256]
+//                                                      [--bucket-kb 4096]
 //
 // The sample's MLP (784 -> width relu -> 10) on seeded random pixels, --batch samples per rank
 // per step. It measures, on every rank, then reports rank 0's view (slowest rank for times):
@@ -36,6 +37,7 @@ struct Setup {
   int steps = 60;
   int64_t batch = 256;
   int64_t width = 256;
+  int64_t bucket_kb = 4096;
 };
 
 // Seconds per step, median-free: total over `steps` after 5 warm-up steps.
@@ -70,6 +72,8 @@ int main(int argc, char** argv) {
       setup.batch = std::atoll(argv[i + 1]);
     else if (flag == "--width")
       setup.width = std::atoll(argv[i + 1]);
+    else if (flag == "--bucket-kb")
+      setup.bucket_kb = std::atoll(argv[i + 1]);
     else {
       std::fprintf(stderr, "bench_data_parallel: unknown option %s\n", flag.c_str());
       return 2;
@@ -92,7 +96,9 @@ int main(int argc, char** argv) {
 
     auto dp_net = make_net();
     Trainer dp(dp_net->collect_params(), std::make_shared<SGD>(0.01f));
-    dp.enable_data_parallel(comm);
+    dist::BucketOptions buckets;
+    buckets.bucket_bytes = setup.bucket_kb * 1024;
+    dp.enable_data_parallel(comm, buckets);
     const double step = time_steps(*dp_net, dp, x, y, setup.steps, *comm);
 
     auto local_net = make_net();
@@ -128,9 +134,10 @@ int main(int argc, char** argv) {
       const char* threads = std::getenv("OPENBLAS_NUM_THREADS");
       std::printf(
           "ranks %d, OPENBLAS_NUM_THREADS=%s, batch %lld per rank, %lld gradient floats (%.2f "
-          "MiB), %d buckets\n",
+          "MiB), %d buckets of at most %lld KiB\n",
           size, threads ? threads : "(unset)", (long long)setup.batch, (long long)gradient_floats,
-          double(gradient_floats) * 4 / (1 << 20), int(dp.gradient_reducer()->bucket_count()));
+          double(gradient_floats) * 4 / (1 << 20), int(dp.gradient_reducer()->bucket_count()),
+          (long long)setup.bucket_kb);
       std::printf("  data-parallel step  %8.3f ms   %10.0f samples/s in all\n", worst_step * 1e3,
                   double(setup.batch) * size / worst_step);
       std::printf("  local step          %8.3f ms   (the same step without communication)\n",

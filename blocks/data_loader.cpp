@@ -106,10 +106,10 @@ DataLoader::DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderO
   CAIRN_CHECK(options_.stddev > 0.0f, "DataLoader: stddev must be positive, got ", options_.stddev);
   CAIRN_CHECK(options_.shards >= 1 && options_.shard >= 0 && options_.shard < options_.shards,
               "DataLoader: shard ", options_.shard, " of ", options_.shards, " does not exist");
-  CAIRN_CHECK(options_.shard_remainder == ShardRemainder::kUneven ||
-                  data_->count >= options_.shards,
-              "DataLoader: ", data_->count, " samples cannot be split into ", options_.shards,
-              " equal shards of at least one");
+  CAIRN_CHECK(
+      options_.shard_remainder == ShardRemainder::kUneven || data_->count >= options_.shards,
+      "DataLoader: ", data_->count, " samples cannot be split into ", options_.shards,
+      " equal shards of at least one");
   int64_t pixel_count = 0;
   CAIRN_CHECK(data_->features > 0 &&
                   !__builtin_mul_overflow(data_->count, data_->features, &pixel_count) &&

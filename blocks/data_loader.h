@@ -37,7 +37,8 @@ struct Batch {
 // What data-parallel sharding does with the count % shards samples an even split leaves over.
 enum class ShardRemainder {
   kDrop,    // every shard gets count / shards samples (training: every rank takes as many steps)
-  kUneven,  // every sample is served once; the first count % shards shards get one more (evaluation)
+  kUneven,  // every sample is served once; the first count % shards shards get one more
+            // (evaluation)
 };
 
 struct LoaderOptions {

@@ -131,7 +131,8 @@ void backward(const Tensor& root, const Tensor& head_grad) {
     std::unordered_map<const TensorImpl*, int64_t> uses_left;
     for (Node* node : order) {
       for (const Tensor& input : node->inputs) {
-        if (input.requires_grad() && input.impl()->grad_fn == nullptr) ++uses_left[input.impl().get()];
+        if (input.requires_grad() && input.impl()->grad_fn == nullptr)
+          ++uses_left[input.impl().get()];
       }
     }
     auto release_uses = [&](Node* node) {

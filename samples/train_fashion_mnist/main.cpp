@@ -48,7 +48,7 @@ struct Options {
   int64_t limit = 0;                     // use only the first N training samples (quick runs)
   std::string init = "xavier";           // or "normal": the book's N(0, 0.01)
   std::string lr_schedule = "constant";  // or "cosine": lr * (1 + cos(pi * t / T)) / 2 per step
-  bool standardize = true;  // pixels to zero mean, unit variance (Fashion-MNIST's statistics)
+  bool standardize = true;   // pixels to zero mean, unit variance (Fashion-MNIST's statistics)
   bool distributed = false;  // data-parallel over the ranks of mpirun (distributed.h)
 };
 
@@ -175,8 +175,8 @@ void draw_progress(int64_t done, int64_t total, double loss) {
 }
 
 int run(const Options& options) {
-  const Device device = pick_device(
-      options.distributed ? distributed::device_name(options.device) : options.device);
+  const Device device =
+      pick_device(options.distributed ? distributed::device_name(options.device) : options.device);
   const dist::CommunicatorPtr comm =
       options.distributed ? dist::make_communicator(device) : nullptr;
   if (comm) distributed::quiet_unless_root(*comm);
