@@ -319,7 +319,9 @@ int main(int argc, char** argv) {
     return run(options);
   } catch (const std::exception& error) {
     // The other ranks may be waiting for this one in a collective: end the whole job.
-    if (options.distributed) dist::abort_job(std::string("train_fashion_mnist: ") + error.what());
+    if (options.distributed && dist::mpi_built()) {
+      dist::abort_job(std::string("train_fashion_mnist: ") + error.what());
+    }
     std::cerr << "train_fashion_mnist: " << error.what() << "\n";
     return 1;
   }
