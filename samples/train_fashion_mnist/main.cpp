@@ -48,8 +48,9 @@ struct Options {
   int64_t limit = 0;                     // use only the first N training samples (quick runs)
   std::string init = "xavier";           // or "normal": the book's N(0, 0.01)
   std::string lr_schedule = "constant";  // or "cosine": lr * (1 + cos(pi * t / T)) / 2 per step
-  bool standardize = true;   // pixels to zero mean, unit variance (Fashion-MNIST's statistics)
-  bool distributed = false;  // data-parallel over the ranks of mpirun (distributed.h)
+  bool standardize = true;  // pixels to zero mean, unit variance (Fashion-MNIST's statistics)
+  // Data-parallel over the ranks of mpirun (distributed.h).
+  bool distributed = false;
 };
 
 [[noreturn]] void usage(const std::string& problem) {
