@@ -71,6 +71,20 @@ std::vector<int64_t> seeded_permutation(int64_t count, uint64_t seed) {
   return order;
 }
 
+std::vector<int64_t> shard_of(const std::vector<int64_t>& order, int64_t shard, int64_t shards,
+                              ShardRemainder remainder) {
+  CAIRN_CHECK(shards >= 1 && shard >= 0 && shard < shards, "shard_of: shard ", shard, " of ",
+              shards, " does not exist");
+  const int64_t count = int64_t(order.size());
+  const int64_t end = remainder == ShardRemainder::kDrop ? count - count % shards : count;
+  std::vector<int64_t> out;
+  out.reserve(size_t(end / shards + 1));
+  for (int64_t position = shard; position < end; position += shards) {
+    out.push_back(order[size_t(position)]);
+  }
+  return out;
+}
+
 // One of the staging areas on a GPU: pinned host buffers, device buffers, and the events that
 // order the copy stream against the compute stream. Three of them: the batch handed out last, the
 // one before it (valid until next() has been called twice more, as data_loader.h promises), and
@@ -93,6 +107,12 @@ DataLoader::DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderO
   CAIRN_CHECK(options_.batch_size > 0, "DataLoader: batch_size must be positive, got ",
               options_.batch_size);
   CAIRN_CHECK(options_.stddev > 0.0f, "DataLoader: stddev must be positive, got ", options_.stddev);
+  CAIRN_CHECK(options_.shards >= 1 && options_.shard >= 0 && options_.shard < options_.shards,
+              "DataLoader: shard ", options_.shard, " of ", options_.shards, " does not exist");
+  CAIRN_CHECK(
+      options_.shard_remainder == ShardRemainder::kUneven || data_->count >= options_.shards,
+      "DataLoader: ", data_->count, " samples cannot be split into ", options_.shards,
+      " equal shards of at least one");
   int64_t pixel_count = 0;
   CAIRN_CHECK(data_->features > 0 &&
                   !__builtin_mul_overflow(data_->count, data_->features, &pixel_count) &&
@@ -154,12 +174,13 @@ DataLoader::~DataLoader() {
 }
 
 int64_t DataLoader::batches_per_epoch() const {
-  const int64_t full = data_->count / options_.batch_size;
-  return options_.drop_last || data_->count % options_.batch_size == 0 ? full : full + 1;
+  const int64_t count = epoch_samples();
+  const int64_t full = count / options_.batch_size;
+  return options_.drop_last || count % options_.batch_size == 0 ? full : full + 1;
 }
 
 int64_t DataLoader::batch_length(int64_t batch_index) const {
-  return std::min(options_.batch_size, data_->count - batch_index * options_.batch_size);
+  return std::min(options_.batch_size, epoch_samples() - batch_index * options_.batch_size);
 }
 
 void DataLoader::start_epoch(int64_t epoch) {
@@ -169,6 +190,9 @@ void DataLoader::start_epoch(int64_t epoch) {
   } else {
     order_.resize(size_t(data_->count));
     for (int64_t i = 0; i < data_->count; ++i) order_[size_t(i)] = i;
+  }
+  if (options_.shards > 1) {
+    order_ = shard_of(order_, options_.shard, options_.shards, options_.shard_remainder);
   }
   next_batch_ = 0;
   staged_ = 0;

@@ -11,6 +11,7 @@ set(CAIRN_BLOCKS_SOURCES
   blocks/loss.cpp
   blocks/optimizer.cpp
   blocks/trainer.cpp
+  blocks/trainer_data_parallel.cpp
   blocks/checkpoint.cpp
   blocks/data_loader.cpp
 )

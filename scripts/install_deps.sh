@@ -18,6 +18,9 @@ need nlohmann-json3-dev /usr/include/nlohmann/json.hpp
 need zlib1g-dev /usr/include/zlib.h
 need libgtest-dev /usr/include/gtest/gtest.h
 need libgmock-dev /usr/include/gmock/gmock.h
+# Data-parallel training and its tests (optional for cairn itself, which builds without MPI).
+need libopenmpi-dev /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h
+command -v mpirun >/dev/null || packages+=(openmpi-bin)
 if [[ "${CAIRN_WITH_DATA:-0}" == 1 ]]; then
   need dataset-fashion-mnist /usr/share/datasets/fashion-mnist
 fi
