@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 
 #include "cairn/blocks/idx.h"
@@ -89,7 +90,15 @@ DataLoader::DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderO
   CAIRN_CHECK(data_ != nullptr && data_->count > 0, "DataLoader: the data set is empty");
   CAIRN_CHECK(options_.batch_size > 0, "DataLoader: batch_size must be positive, got ",
               options_.batch_size);
-  CAIRN_CHECK(options_.stddev > 0.0f, "DataLoader: stddev must be positive, got ", options_.stddev);
+  CAIRN_CHECK(std::isfinite(options_.mean), "DataLoader: mean must be finite, got ", options_.mean);
+  CAIRN_CHECK(std::isfinite(options_.stddev) && options_.stddev > 0.0f,
+              "DataLoader: stddev must be finite and positive, got ", options_.stddev);
+  // Finite arguments can still overflow float once divided by a tiny stddev: check the extremes
+  // a batch can hold, pixel 0 and pixel 255, computed as stage() computes them.
+  const float scale = 1.0f / (255.0f * options_.stddev), shift = options_.mean / options_.stddev;
+  CAIRN_CHECK(std::isfinite(scale) && std::isfinite(shift) && std::isfinite(255.0f * scale - shift),
+              "DataLoader: mean ", options_.mean, " and stddev ", options_.stddev,
+              " normalise pixels beyond the float range");
   int64_t pixel_count = 0;
   CAIRN_CHECK(data_->features > 0 &&
                   !__builtin_mul_overflow(data_->count, data_->features, &pixel_count) &&

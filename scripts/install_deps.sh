@@ -15,6 +15,7 @@ need nlohmann-json3-dev /usr/include/nlohmann/json.hpp
 need zlib1g-dev /usr/include/zlib.h
 need libgtest-dev /usr/include/gtest/gtest.h
 need libgmock-dev /usr/include/gmock/gmock.h
+need libcli11-dev /usr/include/CLI/CLI.hpp  # the sample's command line
 if [[ "${CAIRN_WITH_DATA:-0}" == 1 ]]; then
   need dataset-fashion-mnist /usr/share/datasets/fashion-mnist
 fi
