@@ -73,7 +73,8 @@ void Block::add_child(const std::string& name, std::shared_ptr<Block> block) {
     CAIRN_CHECK(existing != name, type_name_, ": '", name, "' is already a parameter name");
   }
   // A cycle would make every walk of the tree (initialize, collect_params, printing) endless.
-  CAIRN_CHECK(!reaches(*block, this), type_name_, ": register_block('", name, "') would make a cycle: ",
+  CAIRN_CHECK(!reaches(*block, this), type_name_, ": register_block('", name,
+              "') would make a cycle: ",
               block.get() == this ? "a block cannot contain itself"
                                   : "the block being added already contains this one");
   children_.emplace_back(name, std::move(block));

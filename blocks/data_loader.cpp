@@ -121,7 +121,11 @@ void DataLoader::create_cuda_resources() {
   cudaStream_t stream = nullptr;
   CAIRN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   copy_stream_ = stream;
-  const int64_t x_count = options_.batch_size * data_->features;
+  int64_t x_count = 0;
+  CAIRN_CHECK(!__builtin_mul_overflow(options_.batch_size, data_->features, &x_count) &&
+                  x_count <= INT64_MAX / int64_t(sizeof(float)),
+              "DataLoader: batch_size ", options_.batch_size, " x ", data_->features,
+              " features is too large for the staging buffers");
   for (int i = 0; i < 2; ++i) {
     // Into slots_ first, so that release_cuda_resources() finds whatever was made before a failure.
     slots_.push_back(std::make_unique<Slot>());

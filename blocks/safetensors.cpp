@@ -37,9 +37,10 @@ constexpr const char* kMetadataKey = "__metadata__";
 // A safetensors header nests three levels deep ({"name": {"shape": [...]}}). Deeper input is
 // refused while it is parsed, so that nothing recursive (destruction, printing) ever sees it.
 constexpr int kMaxJsonDepth = 64;
-// cairn's tensors need no more axes than this; a longer shape in a file is corrupt, and refusing
-// it keeps messages that print the shape short.
-constexpr size_t kMaxRank = 32;
+// The longest array a safetensors header holds is a shape; cairn reads shapes of up to this many
+// axes. A longer array is refused while it is parsed: held as JSON, each element costs about 16
+// bytes for its one or two bytes of text, so a long array would cost far more than the file.
+constexpr size_t kMaxArrayElements = 32;
 // Text from the file is cut to this many bytes in messages: a name can be megabytes long.
 constexpr size_t kMaxQuotedBytes = 80;
 
@@ -64,11 +65,16 @@ const char* safetensors_dtype(DType dtype) {
 #define LOAD_CHECK(cond, ...) CAIRN_CHECK(cond, "load_safetensors: ", path, ": ", __VA_ARGS__)
 #define LOAD_FAIL(...) CAIRN_FAIL("load_safetensors: ", path, ": ", __VA_ARGS__)
 
-// A name or string from the file, quoted and cut for a message.
+// A string from the file, cut for a message.
+std::string cut(const std::string& text) {
+  if (text.size() <= kMaxQuotedBytes) return text;
+  return text.substr(0, kMaxQuotedBytes) + "... (" + std::to_string(text.size()) + " bytes)";
+}
+
+// A name from the file, quoted and cut for a message.
 std::string quoted(const std::string& text) {
   if (text.size() <= kMaxQuotedBytes) return "'" + text + "'";
-  return "'" + text.substr(0, kMaxQuotedBytes) + "...' (" + std::to_string(text.size()) +
-         " bytes)";
+  return "'" + text.substr(0, kMaxQuotedBytes) + "...' (" + std::to_string(text.size()) + " bytes)";
 }
 
 // A JSON value from the file for a message. Never dumped whole: dump() recurses as deep as the
@@ -82,10 +88,8 @@ std::string describe(const Json& value) {
       return "an array of " + std::to_string(value.size()) + " elements";
     case Json::value_t::string:
       return "the string " + quoted(value.get_ref<const std::string&>());
-    case Json::value_t::null:
-      return "null";
-    default:
-      return std::string(value.type_name()) + " " + value.dump();
+    default:  // null, a boolean or a number
+      return value.dump();
   }
 }
 
@@ -113,7 +117,7 @@ DType parse_dtype(const Json& value, const std::string& name, const std::string&
   const std::string& dtype = value.get_ref<const std::string&>();
   if (dtype == "F32") return DType::kFloat32;
   if (dtype == "I32") return DType::kInt32;
-  LOAD_FAIL("unsupported dtype ", quoted(dtype), " for tensor ", quoted(name),
+  LOAD_FAIL("unsupported dtype ", cut(dtype), " for tensor ", quoted(name),
             "; cairn reads F32 and I32");
 }
 
@@ -122,8 +126,6 @@ Shape parse_shape(const Json& value, const std::string& name, DType dtype, uint6
                   const std::string& path) {
   LOAD_CHECK(value.is_array(), "tensor ", quoted(name), ": \"shape\" must be an array, got ",
              describe(value));
-  LOAD_CHECK(value.size() <= kMaxRank, "tensor ", quoted(name), ": \"shape\" has ", value.size(),
-             " dimensions; cairn reads at most ", kMaxRank);
   Shape shape;
   int64_t numel = 1;
   for (const Json& dim : value) {
@@ -305,8 +307,20 @@ SafetensorsFile read_safetensors(const std::string& path) {
   Json header;
   // JSON parsers keep one of two equal keys silently; a duplicated tensor name is corruption.
   std::set<std::string> names;
+  std::vector<std::pair<bool, size_t>> open;  // per open container: (is an array, elements so far)
   const Json::parser_callback_t reject_duplicates = [&](int depth, Json::parse_event_t event,
                                                         Json& parsed) {
+    using Event = Json::parse_event_t;
+    const bool starts = event == Event::object_start || event == Event::array_start;
+    if ((starts || event == Event::value) && !open.empty() && open.back().first) {
+      LOAD_CHECK(++open.back().second <= kMaxArrayElements,
+                 "the header holds an array of more than ", kMaxArrayElements,
+                 " elements; the longest a safetensors header needs is a shape, "
+                 "and cairn reads shapes of up to ",
+                 kMaxArrayElements, " axes");
+    }
+    if (starts) open.emplace_back(event == Event::array_start, 0);
+    if (event == Event::object_end || event == Event::array_end) open.pop_back();
     if (depth == 1 && event == Json::parse_event_t::key) {
       LOAD_CHECK(names.insert(parsed.get<std::string>()).second, "the header names ",
                  quoted(parsed.get<std::string>()), " twice");
@@ -364,8 +378,9 @@ SafetensorsFile load_safetensors(const std::string& path) {
   try {
     return read_safetensors(path);
   } catch (const std::bad_alloc&) {
-    LOAD_FAIL("out of memory while reading the file: its tensors need more than this process can "
-              "allocate");
+    LOAD_FAIL(
+        "out of memory while reading the file: its tensors need more than this process can "
+        "allocate");
   }
 }
 

@@ -22,8 +22,7 @@ void remove_stale_temporaries(const std::string& path) {
   const size_t slash = path.find_last_of('/');
   const std::string directory =
       slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
-  const std::string prefix =
-      (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp-";
+  const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp-";
   DIR* dir = ::opendir(directory.c_str());
   if (dir == nullptr) return;  // best effort: creating the temporary file will report problems
   while (const dirent* entry = ::readdir(dir)) {

@@ -128,8 +128,8 @@ Tensor Tensor::from_int32(const std::vector<int32_t>& values, const Shape& shape
 
 Tensor Tensor::uniform(const Shape& shape, float low, float high, uint64_t seed,
                        const Device& device) {
-  CAIRN_CHECK(std::isfinite(low) && std::isfinite(high), "Tensor::uniform: bounds must be finite, got low ",
-              low, ", high ", high);
+  CAIRN_CHECK(std::isfinite(low) && std::isfinite(high),
+              "Tensor::uniform: bounds must be finite, got low ", low, ", high ", high);
   CAIRN_CHECK(low <= high, "Tensor::uniform: low ", low, " > high ", high);
   Tensor out = empty(shape, device);
   if (device.is_cuda()) {
@@ -144,7 +144,8 @@ Tensor Tensor::uniform(const Shape& shape, float low, float high, uint64_t seed,
 Tensor Tensor::normal(const Shape& shape, float mean, float stddev, uint64_t seed,
                       const Device& device) {
   CAIRN_CHECK(std::isfinite(mean) && std::isfinite(stddev),
-              "Tensor::normal: mean and stddev must be finite, got mean ", mean, ", stddev ", stddev);
+              "Tensor::normal: mean and stddev must be finite, got mean ", mean, ", stddev ",
+              stddev);
   CAIRN_CHECK(stddev >= 0.0f, "Tensor::normal: negative stddev ", stddev);
   Tensor out = empty(shape, device);
   if (device.is_cuda()) {

@@ -117,7 +117,8 @@ std::string parse_device(const std::string& flag, const std::string& text) {
   if (text == "cpu") return text;
   int index = 0;
   if (text != "cuda") {
-    if (text.rfind("cuda:", 0) != 0) refuse(flag, "expected cpu, cuda or cuda:N, got '" + text + "'");
+    if (text.rfind("cuda:", 0) != 0)
+      refuse(flag, "expected cpu, cuda or cuda:N, got '" + text + "'");
     index = parse_integer<int>(flag, text.substr(5), 0, 1 << 16);
   }
   if (index >= cuda_device_count()) {
@@ -132,41 +133,42 @@ Options parse(int argc, char** argv) {
   CLI::App app{"Trains an MLP on Fashion-MNIST and writes a checkpoint and learning curves.",
                "train_fashion_mnist"};
   // A value option whose text `convert` turns into the field, or refuses.
-  auto value = [&app](const std::string& flag, const std::string& help, auto convert) {
+  auto value = [&app](const std::string& flag, const std::string& type, const std::string& help,
+                      auto convert) {
     return app
         .add_option_function<std::string>(
             flag, [flag, convert](const std::string& text) { convert(flag, text); }, help)
-        ->type_name("");
+        ->type_name(type);
   };
-  value("--epochs", "epochs to train, 1 to 100000 (default 10)",
+  value("--epochs", "N", "epochs to train, 1 to 100000 (default 10)",
         [&](const std::string& flag, const std::string& text) {
           options.epochs = parse_integer<int>(flag, text, 1, 100000);
         });
-  value("--batch-size", "samples per batch, 1 to 1048576 (default 256)",
+  value("--batch-size", "N", "samples per batch, 1 to 1048576 (default 256)",
         [&](const std::string& flag, const std::string& text) {
           options.batch_size = parse_integer<int64_t>(flag, text, 1, int64_t(1) << 20);
         });
-  value("--optimizer", "sgd or adam (default sgd)",
+  value("--optimizer", "NAME", "sgd or adam (default sgd)",
         [&](const std::string& flag, const std::string& text) {
           options.optimizer = parse_choice(flag, text, {"sgd", "adam"});
         });
-  value("--lr", "learning rate, > 0 (default 0.1 for sgd, 0.001 for adam)",
+  value("--lr", "X", "learning rate, > 0 (default 0.1 for sgd, 0.001 for adam)",
         [&](const std::string& flag, const std::string& text) {
           options.learning_rate = parse_positive_float(flag, text);
         });
-  value("--depth", "hidden layers, 0 to 64 (default 1)",
+  value("--depth", "N", "hidden layers, 0 to 64 (default 1)",
         [&](const std::string& flag, const std::string& text) {
           options.depth = parse_integer<int>(flag, text, 0, 64);
         });
-  value("--width", "units per hidden layer, 1 to 16384 (default 256)",
+  value("--width", "N", "units per hidden layer, 1 to 16384 (default 256)",
         [&](const std::string& flag, const std::string& text) {
           options.width = parse_integer<int64_t>(flag, text, 1, 16384);
         });
-  value("--device", "cpu, cuda or cuda:N (default: the first GPU, else the CPU)",
+  value("--device", "DEVICE", "cpu, cuda or cuda:N (default: the first GPU, else the CPU)",
         [&](const std::string& flag, const std::string& text) {
           options.device = parse_device(flag, text);
         });
-  value("--seed", "seed for the initial weights and the shuffles, 0 to 2^64-1 (default 0)",
+  value("--seed", "N", "seed for the initial weights and the shuffles, 0 to 2^64-1 (default 0)",
         [&](const std::string& flag, const std::string& text) {
           options.seed = parse_integer<uint64_t>(flag, text, 0, UINT64_MAX);
         });
@@ -177,18 +179,18 @@ Options parse(int argc, char** argv) {
   app.add_option("--resume", options.resume, "continue from this checkpoint")
       ->check(CLI::ExistingFile)
       ->type_name("CHECKPOINT");
-  value("--limit", "train on the first N samples only, N >= 1 (default: all)",
+  value("--limit", "N", "train on the first N samples only, N >= 1 (default: all)",
         [&](const std::string& flag, const std::string& text) {
           options.limit = parse_integer<int64_t>(flag, text, 1, INT64_MAX);
         });
-  value("--init", "xavier or normal (the book's N(0, 0.01)) (default xavier)",
+  value("--init", "NAME", "xavier or normal (the book's N(0, 0.01)) (default xavier)",
         [&](const std::string& flag, const std::string& text) {
           options.init = parse_choice(flag, text, {"xavier", "normal"});
         });
   app.add_flag_callback(
       "--no-standardize", [&] { options.standardize = false; },
       "feed pixels scaled to [0, 1] without standardising them");
-  value("--lr-schedule", "constant or cosine (default constant)",
+  value("--lr-schedule", "NAME", "constant or cosine (default constant)",
         [&](const std::string& flag, const std::string& text) {
           options.lr_schedule = parse_choice(flag, text, {"constant", "cosine"});
         });

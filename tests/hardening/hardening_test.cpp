@@ -661,7 +661,8 @@ TEST(Hardening, DataLoaderRejectsBadOptionsAndEmptyData) {
                {"DataLoader", "batch_size must be positive, got -4"});
   options.batch_size = 2;
   options.stddev = 0.0f;
-  expect_error([&] { DataLoader(data, options, kCpu); }, {"DataLoader", "stddev must be finite and positive"});
+  expect_error([&] { DataLoader(data, options, kCpu); },
+               {"DataLoader", "stddev must be finite and positive"});
   options.stddev = 1.0f;
   expect_error([&] { DataLoader(std::make_shared<LabelledImages>(), options, kCpu); },
                {"DataLoader", "the data set is empty"});

@@ -133,10 +133,10 @@ TEST_F(ReliabilityFiles, DeeplyNestedSafetensorsHeaderIsRefused) {
 
 TEST_F(ReliabilityFiles, LongTextFromAHeaderIsCutInMessages) {
   const std::string long_name(1'000'000, 'n');
-  write_bytes(path("name.safetensors"),
-              safetensors_bytes("{\"" + long_name + "\":{\"dtype\":\"Q7\",\"shape\":[1],"
-                                "\"data_offsets\":[0,4]}}",
-                                std::string(4, '\0')));
+  write_bytes(path("name.safetensors"), safetensors_bytes("{\"" + long_name +
+                                                              "\":{\"dtype\":\"Q7\",\"shape\":[1],"
+                                                              "\"data_offsets\":[0,4]}}",
+                                                          std::string(4, '\0')));
   try {
     load_safetensors(path("name.safetensors"));
     FAIL() << "expected a cairn::Error";
@@ -144,28 +144,27 @@ TEST_F(ReliabilityFiles, LongTextFromAHeaderIsCutInMessages) {
     const std::string message = error.what();
     EXPECT_LT(message.size(), 600u) << message.substr(0, 600);
     EXPECT_NE(message.find("(1000000 bytes)"), std::string::npos) << message;
-    EXPECT_NE(message.find("unsupported dtype 'Q7'"), std::string::npos) << message;
+    EXPECT_NE(message.find("unsupported dtype Q7 for"), std::string::npos) << message;
   }
   const std::string long_value(500'000, 'v');
-  write_bytes(path("value.safetensors"),
-              safetensors_bytes("{\"a\":{\"dtype\":\"" + long_value + "\",\"shape\":[1],"
-                                "\"data_offsets\":[0,4]}}",
-                                std::string(4, '\0')));
+  write_bytes(path("value.safetensors"), safetensors_bytes("{\"a\":{\"dtype\":\"" + long_value +
+                                                               "\",\"shape\":[1],"
+                                                               "\"data_offsets\":[0,4]}}",
+                                                           std::string(4, '\0')));
   try {
     load_safetensors(path("value.safetensors"));
     FAIL() << "expected a cairn::Error";
   } catch (const Error& error) {
     EXPECT_LT(std::string(error.what()).size(), 600u);
   }
-  // A shape longer than any tensor has is refused before it is printed anywhere.
+  // A shape longer than any tensor has (or any long array) is refused while it is parsed.
   std::string dims = "1";
   for (int i = 0; i < 100'000; ++i) dims += ",1";
-  write_bytes(path("rank.safetensors"),
-              safetensors_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[" + dims +
-                                    "],\"data_offsets\":[0,4]}}",
-                                std::string(4, '\0')));
+  write_bytes(path("rank.safetensors"), safetensors_bytes("{\"a\":{\"dtype\":\"F32\",\"shape\":[" +
+                                                              dims + "],\"data_offsets\":[0,4]}}",
+                                                          std::string(4, '\0')));
   expect_error([&] { load_safetensors(path("rank.safetensors")); },
-               {"tensor 'a'", "100001 dimensions; cairn reads at most 32"});
+               {"an array of more than 32 elements", "shapes of up to 32 axes"});
 }
 
 // ---- 3. IDX: sizes from the file never drive allocation past the bound. ----
@@ -218,8 +217,11 @@ TEST(Reliability, BlockCyclesAreRefusedWhenAdded) {
 TEST(Reliability, WrapRefusesShapesWhoseBytesOverflow) {
   expect_error([] { Tensor::wrap(nullptr, {int64_t(1) << 62}, Device::cpu()); },
                {"Tensor::wrap", "too large"});
-  expect_error([] { Tensor::wrap(nullptr, {int64_t(1) << 61, 4}, Device::cpu()); },
-               {"Tensor::wrap", "more elements than int64_t can count"});
+  expect_error(
+      [] {
+        Tensor::wrap(nullptr, {int64_t(1) << 61, 4}, Device::cpu());
+      },
+      {"Tensor::wrap", "more elements than int64_t can count"});
   expect_error([] { Tensor::wrap(nullptr, {4}, Device::cpu()); },
                {"Tensor::wrap", "null pointer for 16 bytes"});
   float buffer[4] = {1, 2, 3, 4};
@@ -256,8 +258,11 @@ TEST_F(ReliabilityFiles, FailedCheckpointLoadLeavesDeferredParametersAlone) {
 TEST(Reliability, EmptyMaximaAreRefused) {
   expect_error([] { ops::max(Tensor::zeros({0}, kCpu)); }, {"max", "empty tensor", "(0,)"});
   expect_error([] { ops::max(Tensor::zeros({3, 0}, kCpu)); }, {"max", "(3, 0)"});
-  expect_error([] { ops::max_rows(Tensor::zeros({3, 0}, kCpu)); },
-               {"max_rows", "rows of length 0", "(3, 0)"});
+  expect_error(
+      [] {
+        ops::max_rows(Tensor::zeros({3, 0}, kCpu));
+      },
+      {"max_rows", "rows of length 0", "(3, 0)"});
   EXPECT_EQ(ops::max_rows(Tensor::zeros({0, 4}, kCpu)).shape(), (Shape{0}));  // no rows: fine
   EXPECT_EQ(ops::max(Tensor::from_vector({-3, 2, 1}, {3}, kCpu)).item(), 2.0f);
 }
@@ -359,8 +364,11 @@ TEST(Reliability, HeadGradientOfAnotherDtypeIsNamedAsSuch) {
     autograd::RecordScope record;
     y = x * 2.0f;
   }
-  expect_error([&] { y.backward(Tensor::from_int32({1, 1, 1}, {3}, kCpu)); },
-               {"backward", "head gradient int32", "float32"});
+  expect_error(
+      [&] {
+        y.backward(Tensor::from_int32({1, 1, 1}, {3}, kCpu));
+      },
+      {"backward", "head gradient int32", "float32"});
 }
 
 }  // namespace
