@@ -98,16 +98,16 @@ TEST(Reliability, MillionOpGraphIsDestroyedWithoutOverflowingTheStack) {
     autograd::RecordScope record;
     for (int i = 0; i < kOps; ++i) {
       y = y + 0.0f;
-      if (i == kOps / 2) middle = y;
+      if (i == 1000) middle = y;
     }
-  }  // the upper half of the graph dies here, in one loop
-  // What a live tensor still needs survives the teardown of the rest: backward through the
-  // remaining half (iterative too) reaches the leaf.
+  }  // all but the first 1,001 ops die here, in one loop
+  // What a live tensor still needs survives the teardown of the rest: backward through what
+  // remains reaches the leaf.
   ASSERT_TRUE(middle.defined());
   EXPECT_FALSE(middle.is_leaf());
   middle.backward();
   EXPECT_EQ(x.grad().item(), 1.0f);
-  middle = Tensor();  // and the lower half here
+  middle = Tensor();  // and the rest here
 }
 
 // ---- 2. safetensors headers: nesting and long text. ----
