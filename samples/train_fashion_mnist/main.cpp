@@ -117,9 +117,11 @@ std::string parse_device(const std::string& flag, const std::string& text) {
   if (text == "cpu") return text;
   int index = 0;
   if (text != "cuda") {
-    if (text.rfind("cuda:", 0) != 0)
+    const std::string number = text.rfind("cuda:", 0) == 0 ? text.substr(5) : "";
+    if (number.empty() || number.find_first_not_of("0123456789") != std::string::npos) {
       refuse(flag, "expected cpu, cuda or cuda:N, got '" + text + "'");
-    index = parse_integer<int>(flag, text.substr(5), 0, 1 << 16);
+    }
+    index = parse_integer<int>(flag, number, 0, 1 << 16);
   }
   if (index >= cuda_device_count()) {
     refuse(flag, "'" + text + "' is not available (" + std::to_string(cuda_device_count()) +
@@ -172,13 +174,17 @@ Options parse(int argc, char** argv) {
         [&](const std::string& flag, const std::string& text) {
           options.seed = parse_integer<uint64_t>(flag, text, 0, UINT64_MAX);
         });
-  app.add_option("--data", options.data_dir, "directory of the Fashion-MNIST IDX files")
-      ->check(CLI::ExistingDirectory)
-      ->type_name("DIR");
+  value("--data", "DIR", "directory of the Fashion-MNIST IDX files",
+        [&](const std::string& flag, const std::string& text) {
+          if (!std::filesystem::is_directory(text)) refuse(flag, "no directory '" + text + "'");
+          options.data_dir = text;
+        });
   app.add_option("--out", options.out_dir, "where the checkpoint and curves go")->type_name("DIR");
-  app.add_option("--resume", options.resume, "continue from this checkpoint")
-      ->check(CLI::ExistingFile)
-      ->type_name("CHECKPOINT");
+  value("--resume", "CHECKPOINT", "continue from this checkpoint",
+        [&](const std::string& flag, const std::string& text) {
+          if (!std::filesystem::is_regular_file(text)) refuse(flag, "no file '" + text + "'");
+          options.resume = text;
+        });
   value("--limit", "N", "train on the first N samples only, N >= 1 (default: all)",
         [&](const std::string& flag, const std::string& text) {
           options.limit = parse_integer<int64_t>(flag, text, 1, INT64_MAX);
