@@ -55,7 +55,7 @@ cuda_lib="$cuda_home/lib64"
 # ---- Build. ----
 mkdir -p "$build/obj" "$build/include"
 [[ -e "$build/include/cairn" ]] || ln -s "$root" "$build/include/cairn"
-flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
+flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fmacro-prefix-map="$root/"= -fsanitize=address,undefined
        -fno-sanitize-recover=undefined -I"$build/include" -I"$root/fuzz" -isystem "$cuda_home/include")
 # The reader's dependencies: core (Tensor and what it links to) and the CPU kernels; the CUDA
 # kernels are replaced by stubs.
