@@ -253,6 +253,29 @@ TEST_F(ReliabilityFiles, FailedCheckpointLoadLeavesDeferredParametersAlone) {
   EXPECT_EQ((*target)(Tensor::ones({2, 7}, kCpu)).shape(), (Shape{2, 2}));
 }
 
+TEST_F(ReliabilityFiles, CheckpointSlotsMustMatchTheirParameterInTheSameFile) {
+  // A deferred parameter's slots can only be checked against the file's value of it.
+  auto source = make<Dense>(4, "", 5);
+  source->initialize(init::xavier(), kCpu, 1);
+  Trainer source_trainer(source->collect_params(), std::make_shared<SGD>(0.1f, 0.9f));
+  NamedTensors tensors = {{"weight", source->weight()->data()},
+                          {"bias", Tensor::zeros({4}, kCpu)},
+                          {"optimizer.weight.momentum", Tensor::zeros({4, 6}, kCpu)},
+                          {"optimizer.bias.momentum", Tensor::zeros({4}, kCpu)}};
+  auto metadata = source_trainer.state_metadata();
+  metadata["format"] = "pt";
+  save_safetensors(path("slots.safetensors"), tensors, metadata);
+
+  auto target = make<Dense>(4);
+  target->initialize(init::xavier(), kCpu, 1);
+  Trainer target_trainer(target->collect_params(), std::make_shared<SGD>(0.1f, 0.9f));
+  expect_error(
+      [&] { load_checkpoint(path("slots.safetensors"), *target, target_trainer, kCpu); },
+      {"load_checkpoint: " + path("slots.safetensors"), "'optimizer.weight.momentum': shape (4, 6)",
+       "the file's 'weight' has shape (4, 5)"});
+  EXPECT_FALSE(target->weight()->is_initialized());
+}
+
 // ---- 7. No silent garbage. ----
 
 TEST(Reliability, EmptyMaximaAreRefused) {
