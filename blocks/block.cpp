@@ -1,6 +1,7 @@
 #include "cairn/blocks/block.h"
 
 #include <functional>
+#include <unordered_set>
 
 #include "cairn/blocks/safetensors.h"
 #include "cairn/core/cuda_graph.h"
@@ -33,6 +34,22 @@ bool shape_fits(const Shape& expected, const Shape& found) {
   return true;
 }
 
+// Whether `target` is `root` or one of its descendants. Iterative, with a visited set: trees can
+// be deep and a block shared by many parents is walked once.
+bool reaches(const Block& root, const Block* target) {
+  std::vector<const Block*> pending{&root};
+  std::unordered_set<const Block*> seen{&root};
+  while (!pending.empty()) {
+    const Block* block = pending.back();
+    pending.pop_back();
+    if (block == target) return true;
+    for (const auto& [name, child] : block->children()) {
+      if (seen.insert(child.get()).second) pending.push_back(child.get());
+    }
+  }
+  return false;
+}
+
 std::string join(const std::string& prefix, const std::string& name) {
   return prefix.empty() ? name : prefix + "." + name;
 }
@@ -60,6 +77,11 @@ void Block::add_child(const std::string& name, std::shared_ptr<Block> block) {
   for (const auto& [existing, parameter] : parameters_) {
     CAIRN_CHECK(existing != name, type_name_, ": '", name, "' is already a parameter name");
   }
+  // A cycle would make every walk of the tree (initialize, collect_params, printing) endless.
+  CAIRN_CHECK(!reaches(*block, this), type_name_, ": register_block('", name,
+              "') would make a cycle: ",
+              block.get() == this ? "a block cannot contain itself"
+                                  : "the block being added already contains this one");
   children_.emplace_back(name, std::move(block));
 }
 

@@ -18,6 +18,18 @@ bool is_reserved_key(const std::string& key) {
          key == "producer" || key == "format";
 }
 
+// Whether set_data() will take `stored` for `parameter`: an initialised parameter needs its exact
+// shape; a deferred one the same rank with every known (non-zero) dimension equal.
+bool fits(const Parameter& parameter, const Shape& stored) {
+  const Shape& expected = parameter.shape();
+  if (parameter.is_initialized() || parameter.shape_known()) return stored == expected;
+  if (stored.size() != expected.size()) return false;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    if (expected[i] != 0 && expected[i] != stored[i]) return false;
+  }
+  return true;
+}
+
 }  // namespace
 
 void save_checkpoint(const std::string& path, const Block& net, const Trainer& trainer,
@@ -68,10 +80,21 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Bloc
     } else if (stored->dtype() != DType::kFloat32) {
       problems +=
           "\n  '" + name + "': file has " + dtype_name(stored->dtype()) + ", expected float32";
-    } else if (parameter->shape_known() ? stored->shape() != parameter->shape()
-                                        : stored->ndim() != int64_t(parameter->shape().size())) {
+    } else if (!fits(*parameter, stored->shape())) {
       problems += "\n  '" + name + "': file has shape " + shape_str(stored->shape()) +
                   ", the network expects " + shape_str(parameter->shape());
+    }
+  }
+  // The trainer compares a deferred parameter's slots by rank only (it cannot know the shape):
+  // against the parameter's value in the same file they must match exactly.
+  for (const auto& [slot_name, slot] : slots) {
+    for (const auto& [name, tensor] : parameters) {
+      if (starts_with(slot_name, name + ".") &&
+          slot_name.find('.', name.size() + 1) == std::string::npos &&
+          slot.shape() != tensor.shape()) {
+        problems += "\n  '" + kSlotPrefix + slot_name + "': shape " + shape_str(slot.shape()) +
+                    ", but the file's '" + name + "' has shape " + shape_str(tensor.shape());
+      }
     }
   }
   CAIRN_CHECK(problems.empty(), "load_checkpoint: ", path,
@@ -82,11 +105,16 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Bloc
     CAIRN_FAIL("load_checkpoint: ", path, " does not match the trainer: ", error.what());
   }
 
-  for (const auto& [name, tensor] : parameters) {
-    const ParameterPtr& parameter = params.at(name);
-    parameter->set_data(tensor, parameter->is_initialized() ? parameter->device() : device);
+  // Everything is checked: from here on nothing is expected to fail (short of memory).
+  try {
+    for (const auto& [name, tensor] : parameters) {
+      const ParameterPtr& parameter = params.at(name);
+      parameter->set_data(tensor, parameter->is_initialized() ? parameter->device() : device);
+    }
+    trainer.load_state(slots, file.metadata);
+  } catch (const Error& error) {
+    CAIRN_FAIL("load_checkpoint: ", path, ": ", error.what());
   }
-  trainer.load_state(slots, file.metadata);
   return file.metadata;
 }
 

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <fstream>
 
 #include "cairn/blocks/idx.h"
@@ -106,7 +107,15 @@ DataLoader::DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderO
   CAIRN_CHECK(data_ != nullptr && data_->count > 0, "DataLoader: the data set is empty");
   CAIRN_CHECK(options_.batch_size > 0, "DataLoader: batch_size must be positive, got ",
               options_.batch_size);
-  CAIRN_CHECK(options_.stddev > 0.0f, "DataLoader: stddev must be positive, got ", options_.stddev);
+  CAIRN_CHECK(std::isfinite(options_.mean), "DataLoader: mean must be finite, got ", options_.mean);
+  CAIRN_CHECK(std::isfinite(options_.stddev) && options_.stddev > 0.0f,
+              "DataLoader: stddev must be finite and positive, got ", options_.stddev);
+  // Finite arguments can still overflow float once divided by a tiny stddev: check the extremes
+  // a batch can hold, pixel 0 and pixel 255, computed as stage() computes them.
+  const float scale = 1.0f / (255.0f * options_.stddev), shift = options_.mean / options_.stddev;
+  CAIRN_CHECK(std::isfinite(scale) && std::isfinite(shift) && std::isfinite(255.0f * scale - shift),
+              "DataLoader: mean ", options_.mean, " and stddev ", options_.stddev,
+              " normalise pixels beyond the float range");
   CAIRN_CHECK(options_.shards >= 1 && options_.shard >= 0 && options_.shard < options_.shards,
               "DataLoader: shard ", options_.shard, " of ", options_.shards, " does not exist");
   CAIRN_CHECK(
@@ -135,7 +144,11 @@ void DataLoader::create_cuda_resources() {
   cudaStream_t stream = nullptr;
   CAIRN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   copy_stream_ = stream;
-  const int64_t x_count = options_.batch_size * data_->features;
+  int64_t x_count = 0;
+  CAIRN_CHECK(!__builtin_mul_overflow(options_.batch_size, data_->features, &x_count) &&
+                  x_count <= INT64_MAX / int64_t(sizeof(float)),
+              "DataLoader: batch_size ", options_.batch_size, " x ", data_->features,
+              " features is too large for the staging buffers");
   for (int i = 0; i < kSlots; ++i) {
     // Into slots_ first, so that release_cuda_resources() finds whatever was made before a failure.
     slots_.push_back(std::make_unique<Slot>());

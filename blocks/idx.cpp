@@ -21,9 +21,6 @@ namespace {
 
 constexpr uint8_t kUnsignedByte = 0x08;
 constexpr size_t kMaxDims = 4;
-// Far above any real IDX file (MNIST's training images are 4.7e7 bytes), low enough that a
-// corrupt header cannot ask for an absurd amount of memory before the data proves it exists.
-constexpr uint64_t kMaxElements = 10'000'000'000ull;
 // Reads and growth happen in pieces of this size, so memory follows the bytes actually present.
 constexpr size_t kReadChunk = size_t(1) << 20;
 
@@ -89,9 +86,7 @@ size_t read_up_to(gzFile file, void* data, size_t bytes, const std::string& path
   return total;
 }
 
-}  // namespace
-
-IdxArray read_idx(const std::string& path) {
+IdxArray read_idx_unchecked(const std::string& path, uint64_t max_bytes) {
   // stat first: gzopen of a directory succeeds and of a FIFO blocks, and neither is a file.
   struct stat info {};
   IDX_CHECK(::stat(path.c_str(), &info) == 0, "cannot open: ", std::strerror(errno));
@@ -127,9 +122,9 @@ IdxArray read_idx(const std::string& path) {
   }
   uint64_t expected = empty ? 0 : 1;
   for (size_t i = 0; i < ndims && !empty; ++i) {
-    IDX_CHECK(!__builtin_mul_overflow(expected, dims[i], &expected) && expected <= kMaxElements,
-              "the dimensions ", dims_str(dims), " promise more than ", kMaxElements,
-              " elements: the header is corrupt");
+    IDX_CHECK(!__builtin_mul_overflow(expected, dims[i], &expected) && expected <= max_bytes,
+              "the dimensions ", dims_str(dims), " promise more than the limit of ", max_bytes,
+              " bytes (read_idx's max_bytes): the header is corrupt, or the limit too low");
   }
 
   IdxArray array;
@@ -142,6 +137,11 @@ IdxArray read_idx(const std::string& path) {
   while (array.data.size() < expected) {
     const size_t old_size = array.data.size();
     const size_t piece = size_t(std::min<uint64_t>(expected - old_size, kReadChunk));
+    if (old_size + piece > array.data.capacity()) {
+      // Doubling, but never past what the header promised: memory stays within max_bytes.
+      array.data.reserve(size_t(std::min<uint64_t>(
+          expected, std::max<uint64_t>(2 * uint64_t(array.data.capacity()), old_size + piece))));
+    }
     array.data.resize(old_size + piece);
     const size_t got = read_up_to(file.get(), array.data.data() + old_size, piece, path);
     array.data.resize(old_size + got);
@@ -159,6 +159,17 @@ IdxArray read_idx(const std::string& path) {
   IDX_CHECK(trailing == 0, "trailing data: ", trailing, " bytes after the ", expected,
             " bytes that dimensions ", dims_str(dims), " promise");
   return array;
+}
+
+}  // namespace
+
+IdxArray read_idx(const std::string& path, uint64_t max_bytes) {
+  try {
+    return read_idx_unchecked(path, max_bytes);
+  } catch (const std::bad_alloc&) {
+    IDX_FAIL("out of memory while reading up to ", max_bytes,
+             " bytes: pass a lower max_bytes, or free memory");
+  }
 }
 
 #undef IDX_CHECK

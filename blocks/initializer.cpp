@@ -9,7 +9,9 @@ namespace {
 
 class ConstantInit final : public Initializer {
  public:
-  explicit ConstantInit(float value) : value_(value) {}
+  explicit ConstantInit(float value) : value_(value) {
+    CAIRN_CHECK(std::isfinite(value), "init::constant: value must be finite, got ", value);
+  }
   void fill(Tensor& data, const std::string&, uint64_t) const override {
     data.copy_from(Tensor::full(data.shape(), value_, data.device()));
   }
@@ -21,7 +23,13 @@ class ConstantInit final : public Initializer {
 
 class UniformInit final : public Initializer {
  public:
-  explicit UniformInit(float scale) : scale_(scale) {}
+  explicit UniformInit(float scale) : scale_(scale) {
+    // Checked here, where the argument is the user's, rather than as Tensor::uniform's bounds.
+    CAIRN_CHECK(std::isfinite(scale) && scale >= 0.0f,
+                "init::uniform: scale must be finite and >= 0 (values are drawn from "
+                "[-scale, scale]), got ",
+                scale);
+  }
   void fill(Tensor& data, const std::string&, uint64_t seed) const override {
     data.copy_from(Tensor::uniform(data.shape(), -scale_, scale_, seed, data.device()));
   }
@@ -33,7 +41,10 @@ class UniformInit final : public Initializer {
 
 class NormalInit final : public Initializer {
  public:
-  explicit NormalInit(float sigma) : sigma_(sigma) {}
+  explicit NormalInit(float sigma) : sigma_(sigma) {
+    CAIRN_CHECK(std::isfinite(sigma) && sigma >= 0.0f,
+                "init::normal: sigma must be finite and >= 0, got ", sigma);
+  }
   void fill(Tensor& data, const std::string&, uint64_t seed) const override {
     data.copy_from(Tensor::normal(data.shape(), 0.0f, sigma_, seed, data.device()));
   }
@@ -47,6 +58,8 @@ class XavierInit final : public Initializer {
  public:
   XavierInit(float magnitude, std::string factor)
       : magnitude_(magnitude), factor_(std::move(factor)) {
+    CAIRN_CHECK(std::isfinite(magnitude) && magnitude >= 0.0f,
+                "init::xavier: magnitude must be finite and >= 0, got ", magnitude);
     CAIRN_CHECK(factor_ == "avg" || factor_ == "in" || factor_ == "out",
                 "init::xavier: factor must be \"avg\", \"in\" or \"out\", got \"", factor_, "\"");
   }

@@ -26,6 +26,8 @@ namespace init {
 InitializerPtr constant(float value);
 InitializerPtr zeros();
 InitializerPtr ones();
+// Each throws cairn::Error naming its argument when that is not finite (or, for a scale, sigma
+// or magnitude, negative).
 // U(-scale, scale); Gluon's default initializer is Uniform(0.07).
 InitializerPtr uniform(float scale = 0.07f);
 // N(0, sigma^2)

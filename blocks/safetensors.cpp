@@ -35,6 +35,15 @@ constexpr size_t kLengthFieldBytes = 8;
 // spaces to 8 bytes), so that a reader that maps the file can use the tensors in place.
 constexpr size_t kDataAlignment = 8;
 constexpr const char* kMetadataKey = "__metadata__";
+// A safetensors header nests three levels deep ({"name": {"shape": [...]}}). Deeper input is
+// refused while it is parsed, so that nothing recursive (destruction, printing) ever sees it.
+constexpr int kMaxJsonDepth = 64;
+// The longest array a safetensors header holds is a shape; cairn reads shapes of up to this many
+// axes. A longer array is refused while it is parsed: held as JSON, each element costs about 16
+// bytes for its one or two bytes of text, so a long array would cost far more than the file.
+constexpr size_t kMaxArrayElements = 32;
+// Text from the file is cut to this many bytes in messages: a name can be megabytes long.
+constexpr size_t kMaxQuotedBytes = 80;
 
 struct FileCloser {
   void operator()(std::FILE* file) const { std::fclose(file); }
@@ -65,6 +74,34 @@ const StoredDType& stored_dtype(DType dtype, FloatFormat float_format) {
 #define LOAD_CHECK(cond, ...) CAIRN_CHECK(cond, "load_safetensors: ", path, ": ", __VA_ARGS__)
 #define LOAD_FAIL(...) CAIRN_FAIL("load_safetensors: ", path, ": ", __VA_ARGS__)
 
+// A string from the file, cut for a message.
+std::string cut(const std::string& text) {
+  if (text.size() <= kMaxQuotedBytes) return text;
+  return text.substr(0, kMaxQuotedBytes) + "... (" + std::to_string(text.size()) + " bytes)";
+}
+
+// A name from the file, quoted and cut for a message.
+std::string quoted(const std::string& text) {
+  if (text.size() <= kMaxQuotedBytes) return "'" + text + "'";
+  return "'" + text.substr(0, kMaxQuotedBytes) + "...' (" + std::to_string(text.size()) + " bytes)";
+}
+
+// A JSON value from the file for a message. Never dumped whole: dump() recurses as deep as the
+// value nests, and the value may be huge. Containers give their type and size, strings are cut,
+// scalars (flat by nature) are shown.
+std::string describe(const Json& value) {
+  switch (value.type()) {
+    case Json::value_t::object:
+      return "an object of " + std::to_string(value.size()) + " members";
+    case Json::value_t::array:
+      return "an array of " + std::to_string(value.size()) + " elements";
+    case Json::value_t::string:
+      return "the string " + quoted(value.get_ref<const std::string&>());
+    default:  // null, a boolean or a number
+      return value.dump();
+  }
+}
+
 struct Entry {
   std::string name;
   const StoredDType* stored = nullptr;  // the file's dtype; the tensor gets stored->loads_as
@@ -85,43 +122,49 @@ void read_exact(std::FILE* file, void* data, size_t bytes, const std::string& pa
 
 const StoredDType* parse_dtype(const Json& value, const std::string& name,
                                const std::string& path) {
-  LOAD_CHECK(value.is_string(), "tensor '", name, "': \"dtype\" must be a string, got ",
-             value.dump());
+  LOAD_CHECK(value.is_string(), "tensor ", quoted(name), ": \"dtype\" must be a string, got ",
+             describe(value));
   const std::string& dtype = value.get_ref<const std::string&>();
   const StoredDType* stored = safetensors_dtypes::find(dtype);
-  LOAD_CHECK(stored != nullptr, "unsupported dtype ", dtype, " for tensor '", name,
-             "'; cairn reads ", safetensors_dtypes::readable_names());
+  LOAD_CHECK(stored != nullptr, "unsupported dtype ", cut(dtype), " for tensor ", quoted(name),
+             "; cairn reads ", safetensors_dtypes::readable_names());
   return stored;
 }
 
 // Returns the shape; `bytes` receives numel * element_bytes, computed without overflow.
 Shape parse_shape(const Json& value, const std::string& name, size_t element_bytes, uint64_t& bytes,
                   const std::string& path) {
-  LOAD_CHECK(value.is_array(), "tensor '", name, "': \"shape\" must be an array, got ",
-             value.dump());
+  LOAD_CHECK(value.is_array(), "tensor ", quoted(name), ": \"shape\" must be an array, got ",
+             describe(value));
   Shape shape;
   int64_t numel = 1;
   for (const Json& dim : value) {
-    LOAD_CHECK(dim.is_number_integer(), "tensor '", name, "': shape entries must be integers, got ",
-               dim.dump());
-    LOAD_CHECK(dim.is_number_unsigned(), "tensor '", name, "': negative dimension ", dim.dump());
+    LOAD_CHECK(dim.is_number_integer(), "tensor ", quoted(name),
+               ": shape entries must be integers, got ", describe(dim));
+    LOAD_CHECK(dim.is_number_unsigned(), "tensor ", quoted(name), ": negative dimension ",
+               dim.get<int64_t>());
     const uint64_t size = dim.get<uint64_t>();
-    LOAD_CHECK(size <= uint64_t(INT64_MAX), "tensor '", name, "': dimension ", size,
+    LOAD_CHECK(size <= uint64_t(INT64_MAX), "tensor ", quoted(name), ": dimension ", size,
                " is too large");
-    LOAD_CHECK(!__builtin_mul_overflow(numel, int64_t(size), &numel), "tensor '", name,
-               "': the shape ", value.dump(), " has more elements than int64 can count");
     shape.push_back(int64_t(size));
   }
-  LOAD_CHECK(!__builtin_mul_overflow(uint64_t(numel), uint64_t(element_bytes), &bytes), "tensor '",
-             name, "': the shape ", value.dump(), " has more bytes than uint64 can count");
+  // In order, as Tensor::empty counts (a zero after an overflow does not save the shape).
+  for (int64_t size : shape) {
+    LOAD_CHECK(!__builtin_mul_overflow(numel, size, &numel), "tensor ", quoted(name),
+               ": the shape ", shape_str(shape), " has more elements than int64 can count");
+  }
+  LOAD_CHECK(!__builtin_mul_overflow(uint64_t(numel), uint64_t(element_bytes), &bytes),
+             "tensor ", quoted(name), ": the shape ", shape_str(shape),
+             " has more bytes than uint64 can count");
   return shape;
 }
 
 Entry parse_entry(const std::string& name, const Json& info, uint64_t data_bytes,
                   const std::string& path) {
-  LOAD_CHECK(info.is_object(), "tensor '", name, "': expected an object, got ", info.dump());
+  LOAD_CHECK(info.is_object(), "tensor ", quoted(name), ": expected an object, got ",
+             describe(info));
   for (const char* key : {"dtype", "shape", "data_offsets"}) {
-    LOAD_CHECK(info.contains(key), "tensor '", name, "' has no \"", key, "\"");
+    LOAD_CHECK(info.contains(key), "tensor ", quoted(name), " has no \"", key, "\"");
   }
   Entry entry;
   entry.name = name;
@@ -132,27 +175,29 @@ Entry parse_entry(const std::string& name, const Json& info, uint64_t data_bytes
   const Json& offsets = info["data_offsets"];
   LOAD_CHECK(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
                  offsets[1].is_number_unsigned(),
-             "tensor '", name, "': \"data_offsets\" must be two non-negative integers, got ",
-             offsets.dump());
+             "tensor ", quoted(name), ": \"data_offsets\" must be two non-negative integers, got ",
+             describe(offsets));
   entry.begin = offsets[0].get<uint64_t>();
   entry.end = offsets[1].get<uint64_t>();
-  LOAD_CHECK(entry.begin <= entry.end, "tensor '", name, "': data_offsets ", offsets.dump(),
+  const std::string span =
+      "[" + std::to_string(entry.begin) + "," + std::to_string(entry.end) + "]";
+  LOAD_CHECK(entry.begin <= entry.end, "tensor ", quoted(name), ": data_offsets ", span,
              " end before they begin");
-  LOAD_CHECK(entry.end - entry.begin == bytes, "tensor '", name, "': data_offsets ", offsets.dump(),
+  LOAD_CHECK(entry.end - entry.begin == bytes, "tensor ", quoted(name), ": data_offsets ", span,
              " span ", entry.end - entry.begin, " bytes, but ", entry.stored->name, " ",
              shape_str(entry.shape), " needs ", bytes);
-  LOAD_CHECK(entry.end <= data_bytes, "tensor '", name, "': data_offsets ", offsets.dump(),
+  LOAD_CHECK(entry.end <= data_bytes, "tensor ", quoted(name), ": data_offsets ", span,
              " reach past the end of the ", data_bytes, "-byte data section");
   return entry;
 }
 
 std::map<std::string, std::string> parse_metadata(const Json& value, const std::string& path) {
   LOAD_CHECK(value.is_object(), "\"", kMetadataKey, "\" must be an object of strings, got ",
-             value.dump());
+             describe(value));
   std::map<std::string, std::string> metadata;
   for (const auto& [key, item] : value.items()) {
-    LOAD_CHECK(item.is_string(), "\"", kMetadataKey, "\" value for '", key,
-               "' must be a string, got ", item.dump());
+    LOAD_CHECK(item.is_string(), "\"", kMetadataKey, "\" value for ", quoted(key),
+               " must be a string, got ", describe(item));
     metadata[key] = item.get<std::string>();
   }
   return metadata;
@@ -170,13 +215,14 @@ void check_tiling(std::vector<const Entry*> entries, uint64_t data_bytes, const 
   const Entry* previous = nullptr;
   for (const Entry* entry : entries) {
     if (entry->begin < covered) {
-      LOAD_FAIL("tensor '", entry->name, "' begins at byte ", entry->begin, ", inside tensor '",
-                previous->name, "' (which ends at byte ", covered, "): tensors must not overlap");
+      LOAD_FAIL("tensor ", quoted(entry->name), " begins at byte ", entry->begin,
+                ", inside tensor ", quoted(previous->name), " (which ends at byte ", covered,
+                "): tensors must not overlap");
     }
     if (entry->begin > covered) {
-      LOAD_FAIL("tensor '", entry->name, "' begins at byte ", entry->begin, ", leaving a hole of ",
-                entry->begin - covered, " bytes after ",
-                previous ? "tensor '" + previous->name + "'" : std::string("the header"),
+      LOAD_FAIL("tensor ", quoted(entry->name), " begins at byte ", entry->begin,
+                ", leaving a hole of ", entry->begin - covered, " bytes after ",
+                previous ? "tensor " + quoted(previous->name) : std::string("the header"),
                 ": the tensors must cover the data section without gaps");
     }
     covered = entry->end;
@@ -254,7 +300,9 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   file.commit();
 }
 
-SafetensorsFile load_safetensors(const std::string& path) {
+namespace {
+
+SafetensorsFile read_safetensors(const std::string& path) {
   // stat before fopen: fopen of a directory succeeds and of a FIFO blocks, and neither is a file.
   struct stat info {};
   LOAD_CHECK(::stat(path.c_str(), &info) == 0, "cannot open: ", std::strerror(errno));
@@ -282,11 +330,27 @@ SafetensorsFile load_safetensors(const std::string& path) {
   Json header;
   // JSON parsers keep one of two equal keys silently; a duplicated tensor name is corruption.
   std::set<std::string> names;
+  std::vector<std::pair<bool, size_t>> open;  // per open container: (is an array, elements so far)
   const Json::parser_callback_t reject_duplicates = [&](int depth, Json::parse_event_t event,
                                                         Json& parsed) {
+    using Event = Json::parse_event_t;
+    const bool starts = event == Event::object_start || event == Event::array_start;
+    if ((starts || event == Event::value) && !open.empty() && open.back().first) {
+      LOAD_CHECK(++open.back().second <= kMaxArrayElements,
+                 "the header holds an array of more than ", kMaxArrayElements,
+                 " elements; the longest a safetensors header needs is a shape, "
+                 "and cairn reads shapes of up to ",
+                 kMaxArrayElements, " axes");
+    }
+    if (starts) open.emplace_back(event == Event::array_start, 0);
+    if (event == Event::object_end || event == Event::array_end) open.pop_back();
     if (depth == 1 && event == Json::parse_event_t::key) {
-      LOAD_CHECK(names.insert(parsed.get<std::string>()).second, "the header names '",
-                 parsed.get<std::string>(), "' twice");
+      LOAD_CHECK(names.insert(parsed.get<std::string>()).second, "the header names ",
+                 quoted(parsed.get<std::string>()), " twice");
+    }
+    if (event == Json::parse_event_t::object_start || event == Json::parse_event_t::array_start) {
+      LOAD_CHECK(depth < kMaxJsonDepth, "the header nests deeper than ", kMaxJsonDepth,
+                 " levels; a safetensors header needs 3");
     }
     return true;
   };
@@ -322,8 +386,8 @@ SafetensorsFile load_safetensors(const std::string& path) {
       const uint64_t position = kLengthFieldBytes + header_bytes + entry.begin;
       LOAD_CHECK(
           position <= uint64_t(INT64_MAX) && ::fseeko(file.get(), off_t(position), SEEK_SET) == 0,
-          "cannot seek to tensor '", entry.name, "': ", std::strerror(errno));
-      const std::string what = "tensor '" + entry.name + "'";
+          "cannot seek to tensor ", quoted(entry.name), ": ", std::strerror(errno));
+      const std::string what = "tensor " + quoted(entry.name);
       if (safetensors_dtypes::is_native(*entry.stored)) {
         read_exact(file.get(), tensor.raw_data(), tensor.nbytes(), path, what.c_str());
       } else {
@@ -337,6 +401,20 @@ SafetensorsFile load_safetensors(const std::string& path) {
     result.tensors.emplace_back(entry.name, std::move(tensor));
   }
   return result;
+}
+
+}  // namespace
+
+SafetensorsFile load_safetensors(const std::string& path) {
+  // Allocations here are bounded by the file's size, but even that can be more than the machine
+  // has: out of memory is reported like any other problem with the file.
+  try {
+    return read_safetensors(path);
+  } catch (const std::bad_alloc&) {
+    LOAD_FAIL(
+        "out of memory while reading the file: its tensors need more than this process can "
+        "allocate");
+  }
 }
 
 #undef LOAD_CHECK

@@ -54,8 +54,10 @@ struct SafetensorsFile {
 // Reads a whole file onto the CPU. Validates everything before trusting it (header size, JSON,
 // dtypes, shapes, offsets that must tile the data section exactly), so that a corrupt or hostile
 // file gives a cairn::Error starting with "load_safetensors: <path>: " and never a crash, a hang
-// or an allocation larger than the converted tensors (at most four times the file, for one-byte
-// types widened to int32).
+// or memory out of proportion to the file: the header's JSON may nest at most 64 levels and hold
+// arrays of at most 32 elements (a shape of up to 32 axes), and tensors are allocated only once
+// their bytes are known to be in the file, converted tensors taking at most four times the file
+// (one-byte types widened to int32). Running out of memory is a cairn::Error too.
 SafetensorsFile load_safetensors(const std::string& path);
 
 }  // namespace cairn

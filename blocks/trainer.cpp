@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
+#include <limits>
 #include <optional>
 
 #include "cairn/core/cuda_graph.h"
@@ -78,9 +79,16 @@ void Trainer::step(int64_t batch_size) {
               "Trainer::step: Adam's bias correction changes every step and cannot be frozen into "
               "a captured CUDA graph; capture SGD steps, or run Adam steps eagerly");
   // Check every parameter first, so that a failure leaves none of them half a step ahead.
+  // The counts come from checkpoints too, where any value up to INT64_MAX reads back.
+  constexpr int64_t kMaxCount = std::numeric_limits<int64_t>::max();
+  CAIRN_CHECK(steps_ < kMaxCount, "Trainer::step: the step count ", steps_,
+              " cannot grow any further (a corrupt checkpoint?)");
   for (const Entry& entry : entries_) {
     const Parameter& parameter = *entry.parameter;
     if (parameter.is_constant() || parameter.grad_req() == GradReq::kNull) continue;
+    CAIRN_CHECK(entry.updates < kMaxCount, "Trainer::step: parameter '", entry.name,
+                "' has an update count of ", entry.updates,
+                " that cannot grow any further (a corrupt checkpoint?)");
     CAIRN_CHECK(parameter.is_initialized(), "Trainer::step: parameter '", entry.name,
                 "' is not initialized",
                 parameter.is_deferred()

@@ -1,6 +1,8 @@
 #include "cairn/core/atomic_file.h"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -9,9 +11,38 @@
 #include "cairn/core/error.h"
 
 namespace cairn {
+namespace {
+
+// A writer killed mid-write (kill -9, power loss) leaves "<path>.tmp-<pid>" behind. The next
+// writer of the same path removes those whose process is gone; a live writer's (kill(pid, 0)
+// succeeds, or says EPERM: it exists but is not ours) is left alone. A writer in another PID
+// namespace sharing the directory looks dead from here; its commit would then fail to rename and
+// report it, never leave a torn file.
+void remove_stale_temporaries(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  const std::string directory =
+      slash == std::string::npos ? "." : (slash == 0 ? "/" : path.substr(0, slash));
+  const std::string prefix = (slash == std::string::npos ? path : path.substr(slash + 1)) + ".tmp-";
+  DIR* dir = ::opendir(directory.c_str());
+  if (dir == nullptr) return;  // best effort: creating the temporary file will report problems
+  while (const dirent* entry = ::readdir(dir)) {
+    const std::string name = entry->d_name;
+    if (name.size() <= prefix.size() || name.compare(0, prefix.size(), prefix) != 0) continue;
+    const std::string digits = name.substr(prefix.size());
+    if (digits.size() > 9 || digits.find_first_not_of("0123456789") != std::string::npos) continue;
+    const long pid = std::stol(digits);
+    if (pid <= 0 || pid == long(::getpid())) continue;
+    if (::kill(pid_t(pid), 0) == 0 || errno != ESRCH) continue;
+    ::unlink((directory + "/" + name).c_str());
+  }
+  ::closedir(dir);
+}
+
+}  // namespace
 
 AtomicFile::AtomicFile(const std::string& path, const char* op)
     : path_(path), temp_path_(path + ".tmp-" + std::to_string(::getpid())), op_(op) {
+  remove_stale_temporaries(path_);
   file_.reset(std::fopen(temp_path_.c_str(), "wb"));
   if (file_ == nullptr) fail("cannot create the temporary file " + temp_path_);
 }

@@ -1,7 +1,8 @@
 // Crash-safe file writing: everything goes to "<path>.tmp-<pid>" beside the target, which is
 // synced and renamed onto the target only in commit(). Until then the target is untouched; if
 // anything throws first, the destructor removes the temporary file. A crash mid-write therefore
-// never loses what was saved before, and never leaves half a file under the target's name.
+// never loses what was saved before, and never leaves half a file under the target's name. The
+// temporaries of writers that died mid-write are removed by the next AtomicFile for that path.
 #pragma once
 
 #include <cstddef>

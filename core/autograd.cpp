@@ -57,6 +57,19 @@ void finalize_leaf(TensorImpl* leaf, const Tensor& sum) {
   for (const auto& hook : hooks) hook.second();
 }
 
+// Moves the nodes that only `inputs` keep alive into `doomed`, so that they die in a loop rather
+// than inside each other's destructors.
+void release_inputs(std::vector<Tensor>& inputs, std::vector<std::shared_ptr<Node>>& doomed) {
+  for (Tensor& input : inputs) {
+    const std::shared_ptr<TensorImpl>& impl = input.impl();
+    if (impl != nullptr && impl.use_count() == 1 && impl->grad_fn != nullptr &&
+        impl->grad_fn.use_count() == 1) {
+      doomed.push_back(std::move(impl->grad_fn));
+    }
+  }
+  inputs.clear();
+}
+
 }  // namespace
 
 void add_grad_ready_hook(const Tensor& leaf, const void* owner, std::function<void()> hook) {
@@ -71,6 +84,21 @@ void remove_grad_ready_hooks(const Tensor& leaf, const void* owner) {
   hooks.erase(std::remove_if(hooks.begin(), hooks.end(),
                              [owner](const auto& hook) { return hook.first == owner; }),
               hooks.end());
+}
+
+Node::~Node() {
+  // The closure first: what it captured are (detached copies of) the inputs, which the inputs
+  // still hold, so this never ends the last reference to a node.
+  backward = nullptr;
+  std::vector<std::shared_ptr<Node>> doomed;
+  release_inputs(inputs, doomed);
+  while (!doomed.empty()) {
+    std::shared_ptr<Node> node = std::move(doomed.back());
+    doomed.pop_back();
+    node->backward = nullptr;
+    release_inputs(node->inputs, doomed);
+    // `node` dies here with no inputs left: its own destructor has nothing to recurse into.
+  }
 }
 
 RecordScope::RecordScope() : previous_(t_recording) { t_recording = true; }
@@ -112,6 +140,9 @@ void backward(const Tensor& root, const Tensor& head_grad) {
               shape_str(head.shape()), " does not match ", shape_str(root.shape()));
   CAIRN_CHECK(head.device() == root.device(), "backward: head gradient on ", head.device(),
               ", tensor on ", root.device());
+  CAIRN_CHECK(head.dtype() == DType::kFloat32 && root.dtype() == DType::kFloat32,
+              "backward: gradients are float32; the tensor is ", dtype_name(root.dtype()),
+              " and the head gradient ", dtype_name(head.dtype()));
 
   PauseScope no_recording;  // the backward ops themselves are not recorded
   std::unordered_map<const TensorImpl*, Tensor> grads;

@@ -25,6 +25,14 @@ struct Node {
   std::vector<Tensor> inputs;
   BackwardFn backward;
   const TensorImpl* output = nullptr;  // identity only; the output owns this node
+
+  Node() = default;
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+  // Iterative: a node owns its inputs, which own their nodes, so a graph recorded by a long loop
+  // is a chain as long as the loop, and letting shared_ptr destroy it recursively would overflow
+  // the stack.
+  ~Node();
 };
 
 // Records ops while alive; nests; restores the previous state on exit.

@@ -46,6 +46,22 @@ const char* curand_status_name(int status) {
   }
 }
 
+// __FILE__ as the message shows it: relative to the source root (blocks/block.cpp). The build
+// maps the root away with -fmacro-prefix-map, but a compiler cache that rewrites paths relative
+// to the build directory (ccache's base_dir) can still hand the compiler ../blocks/block.cpp, and
+// objects cached before the map was set keep whatever they had: leading ../ and ./ go here too.
+const char* source_name(const char* file) {
+  for (;;) {
+    if (std::strncmp(file, "../", 3) == 0) {
+      file += 3;
+    } else if (std::strncmp(file, "./", 2) == 0) {
+      file += 2;
+    } else {
+      return file;
+    }
+  }
+}
+
 }  // namespace
 
 void set_sync_after_launch(bool enabled) { sync_flag().store(enabled); }
@@ -54,7 +70,7 @@ bool sync_after_launch() { return sync_flag().load(); }
 namespace detail {
 
 void throw_error(const std::string& message, const char* file, int line) {
-  throw Error(make_message(message, " [", file, ":", line, "]"));
+  throw Error(make_message(message, " [", source_name(file), ":", line, "]"));
 }
 
 void throw_cuda_error(int status, const char* expr, const char* file, int line) {
@@ -62,18 +78,19 @@ void throw_cuda_error(int status, const char* expr, const char* file, int line) 
   cudaGetLastError();
   const auto error = static_cast<cudaError_t>(status);
   throw Error(make_message("CUDA error ", cudaGetErrorName(error), " (", cudaGetErrorString(error),
-                           ") in ", expr, " [", file, ":", line, "]"));
+                           ") in ", expr, " [", source_name(file), ":", line, "]"));
 }
 
 void throw_cublas_error(int status, const char* expr, const char* file, int line) {
   const auto code = static_cast<cublasStatus_t>(status);
   throw Error(make_message("cuBLAS error ", cublasGetStatusName(code), " (",
-                           cublasGetStatusString(code), ") in ", expr, " [", file, ":", line, "]"));
+                           cublasGetStatusString(code), ") in ", expr, " [", source_name(file), ":",
+                           line, "]"));
 }
 
 void throw_curand_error(int status, const char* expr, const char* file, int line) {
-  throw Error(make_message("cuRAND error ", curand_status_name(status), " in ", expr, " [", file,
-                           ":", line, "]"));
+  throw Error(make_message("cuRAND error ", curand_status_name(status), " in ", expr, " [",
+                           source_name(file), ":", line, "]"));
 }
 
 void check_launch(const char* kernel_name, void* stream, const char* file, int line) {
@@ -91,7 +108,7 @@ void check_launch(const char* kernel_name, void* stream, const char* file, int l
     cudaGetLastError();
     throw Error(make_message("CUDA error ", cudaGetErrorName(status), " (",
                              cudaGetErrorString(status), ") after launching ", kernel_name, " [",
-                             file, ":", line, "]"));
+                             source_name(file), ":", line, "]"));
   }
 }
 

@@ -45,13 +45,13 @@ Tensor bias_add(const Tensor& x, const Tensor& bias);
 // ---- Reductions ----
 Tensor sum(const Tensor& x);          // -> shape ()
 Tensor mean(const Tensor& x);         // -> shape (); NaN for an empty tensor
-Tensor max(const Tensor& x);          // -> shape (); not differentiable
+Tensor max(const Tensor& x);          // -> shape (); not differentiable; throws when empty
 Tensor sum_squares(const Tensor& x);  // -> shape ()
 Tensor norm(const Tensor& x);         // L2 norm over all elements -> shape ()
 // Along the last axis of x viewed as (rows, cols): -> (rows)
 Tensor sum_rows(const Tensor& x);
-Tensor mean_rows(const Tensor& x);
-Tensor max_rows(const Tensor& x);  // not differentiable
+Tensor mean_rows(const Tensor& x);  // NaN for rows of length 0, like mean()
+Tensor max_rows(const Tensor& x);   // not differentiable; throws for rows of length 0
 Tensor sum_squares_rows(const Tensor& x);
 // Down the columns of x: (N, C) -> (C); the bias gradient. Deterministic.
 Tensor sum_columns(const Tensor& x);

@@ -3,6 +3,7 @@
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <sstream>
 
@@ -24,6 +25,16 @@ std::shared_ptr<TensorImpl> make_impl(std::shared_ptr<Storage> storage, const Sh
   impl->numel = numel;
   impl->dtype = dtype;
   return impl;
+}
+
+// numel * dtype size as a byte count, refusing shapes whose bytes a size_t cannot hold (with room
+// to spare, so that allocators rounding the size up cannot overflow either).
+size_t checked_bytes(const Shape& shape, DType dtype, const char* op, int64_t& numel) {
+  numel = checked_numel(shape, op);
+  const int64_t max_elements = int64_t(SIZE_MAX / dtype_size(dtype) / 2);
+  CAIRN_CHECK(numel <= max_elements, op, ": shape ", shape_str(shape), " of ", dtype_name(dtype),
+              " is too large to allocate");
+  return size_t(numel) * dtype_size(dtype);
 }
 
 void check_device_usable(const Device& device, const char* op) {
@@ -71,12 +82,10 @@ void copy_bytes(void* dst, const Device& dst_device, const void* src, const Devi
 // ---- Creation ----
 
 Tensor Tensor::empty(const Shape& shape, const Device& device, DType dtype) {
-  const int64_t numel = checked_numel(shape, "Tensor::empty");
+  int64_t numel = 0;
+  const size_t bytes = checked_bytes(shape, dtype, "Tensor::empty", numel);
   check_device_usable(device, "Tensor::empty");
-  const int64_t max_elements = int64_t(SIZE_MAX / dtype_size(dtype) / 2);
-  CAIRN_CHECK(numel <= max_elements, "Tensor::empty: shape ", shape_str(shape),
-              " is too large to allocate");
-  auto storage = Storage::allocate(size_t(numel) * dtype_size(dtype), device);
+  auto storage = Storage::allocate(bytes, device);
   return Tensor(make_impl(std::move(storage), shape, numel, dtype));
 }
 
@@ -119,6 +128,8 @@ Tensor Tensor::from_int32(const std::vector<int32_t>& values, const Shape& shape
 
 Tensor Tensor::uniform(const Shape& shape, float low, float high, uint64_t seed,
                        const Device& device) {
+  CAIRN_CHECK(std::isfinite(low) && std::isfinite(high),
+              "Tensor::uniform: bounds must be finite, got low ", low, ", high ", high);
   CAIRN_CHECK(low <= high, "Tensor::uniform: low ", low, " > high ", high);
   Tensor out = empty(shape, device);
   if (device.is_cuda()) {
@@ -132,6 +143,9 @@ Tensor Tensor::uniform(const Shape& shape, float low, float high, uint64_t seed,
 
 Tensor Tensor::normal(const Shape& shape, float mean, float stddev, uint64_t seed,
                       const Device& device) {
+  CAIRN_CHECK(std::isfinite(mean) && std::isfinite(stddev),
+              "Tensor::normal: mean and stddev must be finite, got mean ", mean, ", stddev ",
+              stddev);
   CAIRN_CHECK(stddev >= 0.0f, "Tensor::normal: negative stddev ", stddev);
   Tensor out = empty(shape, device);
   if (device.is_cuda()) {
@@ -145,7 +159,8 @@ Tensor Tensor::normal(const Shape& shape, float mean, float stddev, uint64_t see
 }
 
 Tensor Tensor::wrap(void* data, const Shape& shape, const Device& device, DType dtype) {
-  const int64_t numel = checked_numel(shape, "Tensor::wrap");
+  int64_t numel = 0;
+  const size_t bytes = checked_bytes(shape, dtype, "Tensor::wrap", numel);
   check_device_usable(device, "Tensor::wrap");
   if (device.is_cuda() && data != nullptr) {
     cudaPointerAttributes attributes{};
@@ -156,7 +171,7 @@ Tensor Tensor::wrap(void* data, const Shape& shape, const Device& device, DType 
                 "Tensor::wrap: pointer lives on cuda:", attributes.device, ", but ", device,
                 " was given");
   }
-  auto storage = Storage::borrow(data, size_t(numel) * dtype_size(dtype), device);
+  auto storage = Storage::borrow(data, bytes, device);
   return Tensor(make_impl(std::move(storage), shape, numel, dtype));
 }
 

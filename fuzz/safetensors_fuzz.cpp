@@ -1,6 +1,6 @@
 // libFuzzer target for load_safetensors: any input must load or throw cairn::Error. Another
-// exception, a crash, a sanitizer report, a hang or an allocation beyond -rss_limit_mb is a
-// finding.
+// exception, a crash, a sanitizer report, a hang, or memory beyond -rss_limit_mb in all or
+// -malloc_limit_mb in one allocation is a finding.
 #include <cstdint>
 #include <cstdlib>
 

@@ -21,6 +21,7 @@ need libgmock-dev /usr/include/gmock/gmock.h
 # Data-parallel training and its tests (optional for cairn itself, which builds without MPI).
 need libopenmpi-dev /usr/lib/x86_64-linux-gnu/openmpi/include/mpi.h
 command -v mpirun >/dev/null || packages+=(openmpi-bin)
+need libcli11-dev /usr/include/CLI/CLI.hpp  # the sample's command line
 if [[ "${CAIRN_WITH_DATA:-0}" == 1 ]]; then
   need dataset-fashion-mnist /usr/share/datasets/fashion-mnist
 fi

@@ -6,10 +6,14 @@
 #
 # Self-contained: builds the two targets into build-fuzz/ with clang++ straight from the sources
 # (cairn's host code plus fuzz/cuda_stubs.cpp in place of the CUDA kernels, not through CMake),
-# then runs each on a copy of its seed corpus in fuzz/corpus/ (the committed corpus never grows).
+# then runs each on a copy of its seed corpus in fuzz/corpus/ (the committed corpus never grows;
+# fuzz/make_seeds.py writes its hand-made seeds: deep nesting, long headers, large declared sizes,
+# gzip streams, and the inputs that once crashed cairn) with its dictionary (fuzz/<target>.dict).
 # Exits non-zero on any finding (a crash, a sanitizer report, an exception other than
-# cairn::Error, a timeout or an out-of-memory), printing the end of the log; the reproducer is
-# left in build-fuzz/findings/<target>/.
+# cairn::Error, a timeout, or memory: more than -rss_limit_mb in all, or one allocation larger
+# than -malloc_limit_mb, so that allocating what a header merely claims is a finding), printing
+# the end of the log; the reproducer is left in build-fuzz/findings/<target>/. Keep a reproducer
+# as a seed (named crash-*) once it is fixed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -51,7 +55,7 @@ cuda_lib="$cuda_home/lib64"
 # ---- Build. ----
 mkdir -p "$build/obj" "$build/include"
 [[ -e "$build/include/cairn" ]] || ln -s "$root" "$build/include/cairn"
-flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined
+flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fmacro-prefix-map="$root/"= -fsanitize=address,undefined
        -fno-sanitize-recover=undefined -I"$build/include" -I"$root/fuzz" -isystem "$cuda_home/include")
 # The reader's dependencies: core (Tensor and what it links to) and the CPU kernels; the CUDA
 # kernels are replaced by stubs.
@@ -99,6 +103,10 @@ done
 # protect_shadow_gap=0: the CUDA runtime maps memory where ASan's shadow gap would be.
 export ASAN_OPTIONS="protect_shadow_gap=0:detect_leaks=1:allocator_may_return_null=1"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+# Inputs up to max_len bytes: long enough for the deep-nesting and long-header seeds. A single
+# allocation above malloc_limit_mb is a finding: the IDX target bounds its reads at 64 MiB and a
+# safetensors file's tensors are bounded by its size.
+declare -A max_len=([safetensors]=262144 [idx]=65536)
 status=0
 for target in safetensors idx; do
   work="$build/run/$target"
@@ -109,7 +117,8 @@ for target in safetensors idx; do
   echo "cairn: fuzzing $target for ${seconds} s (log: $log)"
   set +e
   TMPDIR="$work/tmp" "$build/${target}_fuzz" "$work/corpus" -max_total_time="$seconds" \
-    -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 \
+    -dict="$root/fuzz/$target.dict" -max_len="${max_len[$target]}" \
+    -rss_limit_mb=1536 -malloc_limit_mb=160 -timeout=10 -print_final_stats=1 \
     -artifact_prefix="$build/findings/$target/" >"$log" 2>&1
   result=$?
   set -e

@@ -10,7 +10,9 @@ cairn_add_test(ops_gpu_test ops/ops_parity_test.cpp ops/dense_test.cpp ops/large
 cairn_add_test(training_test blocks/training_test.cpp blocks/data_loader_test.cpp)
 cairn_add_test(formats_test blocks/safetensors_test.cpp blocks/safetensors_dtypes_test.cpp
   blocks/idx_test.cpp)
-cairn_add_test(hardening_test hardening/hardening_test.cpp hardening/determinism_test.cpp)
+cairn_add_test(hardening_test hardening/hardening_test.cpp hardening/determinism_test.cpp
+               hardening/reliability_test.cpp)
+target_link_libraries(hardening_test PRIVATE ZLIB::ZLIB)
 add_test(NAME embed.find_package_consumer COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/embed/embed_test.sh ${CMAKE_BINARY_DIR} ${PROJECT_SOURCE_DIR} "${CMAKE_CUDA_ARCHITECTURES}")
 set_tests_properties(embed.find_package_consumer PROPERTIES TIMEOUT 900 LABELS embed)
 cairn_add_test(speed_test speed/hybridize_test.cpp)
@@ -48,4 +50,13 @@ if(CAIRN_HAVE_MPI AND CAIRN_SANITIZE)
   # jobs; AddressSanitizer's and UBSan's checks of cairn's code stay on.
   set_tests_properties(dist.mpi_np1 dist.mpi_np2 dist.mpi_np3 dist.failing_rank_ends_the_job
                        PROPERTIES ENVIRONMENT_MODIFICATION "ASAN_OPTIONS=string_append::detect_leaks=0")
+endif()
+
+# The sample's command line: every bad value refused with exit status 2, naming the flag, before
+# any data is loaded (no data set needed).
+if(TARGET train_fashion_mnist)
+  add_test(NAME sample.train_fashion_mnist_command_line
+           COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/samples/train_fashion_mnist_cli_test.sh
+                   $<TARGET_FILE:train_fashion_mnist>)
+  set_tests_properties(sample.train_fashion_mnist_command_line PROPERTIES TIMEOUT 300)
 endif()

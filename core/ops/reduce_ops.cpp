@@ -77,6 +77,10 @@ Tensor mean(const Tensor& x) {
 
 Tensor max(const Tensor& x) {
   refuse_gradient("max", x);
+  detail::check_float("max", x);
+  // The kernels' identity, -inf, is not the maximum of anything: refuse rather than return it.
+  CAIRN_CHECK(x.numel() > 0, "max: an empty tensor (shape ", shape_str(x.shape()),
+              ") has no maximum");
   Tensor y = run_reduce_all("max", ReduceOp::kMax, x);
   cairn::detail::check_finite("max", {x}, y);
   return y;
@@ -112,6 +116,9 @@ Tensor mean_rows(const Tensor& x) {
 
 Tensor max_rows(const Tensor& x) {
   refuse_gradient("max_rows", x);
+  detail::check_float("max_rows", x);
+  CAIRN_CHECK(x.ndim() == 0 || detail::cols_of(x) > 0 || detail::rows_of(x) == 0,
+              "max_rows: rows of length 0 have no maximum (shape ", shape_str(x.shape()), ")");
   Tensor y = run_reduce_rows("max_rows", ReduceOp::kMax, x);
   cairn::detail::check_finite("max_rows", {x}, y);
   return y;

@@ -14,7 +14,9 @@
 // writes <out>/checkpoint.safetensors (parameters + optimizer state), <out>/curves.csv and
 // <out>/curves.svg; the parameters of the epoch with the best test accuracy so far go to
 // <out>/best.safetensors. --resume continues from a checkpoint exactly where it stopped.
-// --distributed trains data-parallel under mpirun (distributed.h).
+// --distributed trains data-parallel under mpirun (distributed.h). --help lists the options; a
+// value that cannot be honoured exactly is refused with exit status 2, naming the flag, before
+// any data is loaded.
 #include <cairn/blocks/checkpoint.h>
 #include <cairn/blocks/data_loader.h>
 #include <cairn/blocks/layers.h>
@@ -24,12 +26,22 @@
 #include <cairn/cairn.h>
 #include <unistd.h>
 
+#include <CLI/CLI.hpp>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
 #include <chrono>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <map>
+#include <new>
 #include <string>
+#include <type_traits>
 
 #include "curves.h"
 #include "distributed.h"
@@ -58,17 +70,74 @@ struct Options {
   bool distributed = false;
 };
 
-[[noreturn]] void usage(const std::string& problem) {
-  std::cerr << "train_fashion_mnist: " << problem
-            << "\nusage: train_fashion_mnist [--epochs N] [--batch-size N] [--optimizer sgd|adam]"
-               " [--lr X] [--depth N] [--width N] [--device cpu|cuda|cuda:N] [--seed N]"
-               " [--data DIR] [--out DIR] [--resume CHECKPOINT] [--limit N]"
-               " [--init xavier|normal] [--no-standardize] [--lr-schedule constant|cosine]"
-               " [--book] [--distributed]\n"
-               "defaults: cosine learning-rate decay, Xavier weights, standardised pixels;"
-               " --book is the book's setting (--lr-schedule constant --init normal"
-               " --no-standardize)\n";
-  std::exit(2);
+// ---- The command line (CLI11). Every value is converted strictly, whole, and checked against
+// its range here, before any data is loaded: a value that cannot be honoured exactly is refused,
+// naming the flag, with exit status 2. ----
+
+[[noreturn]] void refuse(const std::string& flag, const std::string& problem) {
+  throw CLI::ValidationError(flag, problem);
+}
+
+// A decimal integer in [low, high], nothing else: no sign for unsigned types, no "1e3", no "3x",
+// no hex, no spaces, nothing that wraps.
+template <typename T>
+T parse_integer(const std::string& flag, const std::string& text, T low, T high) {
+  T value{};
+  const char* end = text.data() + text.size();
+  const bool digits = !text.empty() && (std::isdigit(static_cast<unsigned char>(text[0])) ||
+                                        (std::is_signed_v<T> && text[0] == '-'));
+  const auto [stop, error] = std::from_chars(text.data(), end, value);
+  if (!digits || error == std::errc::invalid_argument || stop != end) {
+    refuse(flag, "expected a whole number, got '" + text + "'");
+  }
+  if (error == std::errc::result_out_of_range || value < low || value > high) {
+    refuse(flag, "'" + text + "' is out of range [" + std::to_string(low) + ", " +
+                     std::to_string(high) + "]");
+  }
+  return value;
+}
+
+float parse_positive_float(const std::string& flag, const std::string& text) {
+  char* end = nullptr;
+  errno = 0;
+  const float value = text.empty() || std::isspace(static_cast<unsigned char>(text[0]))
+                          ? 0.0f
+                          : std::strtof(text.c_str(), &end);
+  if (end == nullptr || end != text.c_str() + text.size()) {
+    refuse(flag, "expected a number, got '" + text + "'");
+  }
+  if (errno == ERANGE || !std::isfinite(value) || value <= 0.0f) {
+    refuse(flag, "expected a finite number > 0 (as a float), got '" + text + "'");
+  }
+  return value;
+}
+
+std::string parse_choice(const std::string& flag, const std::string& text,
+                         const std::vector<std::string>& choices) {
+  std::string listed;
+  for (const std::string& choice : choices) {
+    if (text == choice) return text;
+    listed += (listed.empty() ? "" : "|") + choice;
+  }
+  refuse(flag, "expected " + listed + ", got '" + text + "'");
+}
+
+// "cpu", "cuda" (the first GPU) or "cuda:N" for a GPU that is there.
+std::string parse_device(const std::string& flag, const std::string& text) {
+  if (text == "cpu") return text;
+  int index = 0;
+  if (text != "cuda") {
+    const std::string number = text.rfind("cuda:", 0) == 0 ? text.substr(5) : "";
+    if (number.empty() || number.find_first_not_of("0123456789") != std::string::npos) {
+      refuse(flag, "expected cpu, cuda or cuda:N, got '" + text + "'");
+    }
+    index = parse_integer<int>(flag, number, 0, 1 << 16);
+  }
+  if (index >= cuda_device_count()) {
+    refuse(flag, "'" + text + "' is not available (" + std::to_string(cuda_device_count()) +
+                     " CUDA devices: " + cuda_unavailable_reason() + ")");
+  }
+  return text;
 }
 
 // The book's exact setting (d2l's MLP): a constant rate, N(0, 0.01) weights, pixels in [0, 1].
@@ -80,66 +149,96 @@ void use_book_setting(Options& options) {
 
 Options parse(int argc, char** argv) {
   Options options;
+  CLI::App app{"Trains an MLP on Fashion-MNIST and writes a checkpoint and learning curves.",
+               "train_fashion_mnist"};
+  // A value option whose text `convert` turns into the field, or refuses.
+  auto value = [&app](const std::string& flag, const std::string& type, const std::string& help,
+                      auto convert) {
+    return app
+        .add_option_function<std::string>(
+            flag, [flag, convert](const std::string& text) { convert(flag, text); }, help)
+        ->type_name(type);
+  };
+  value("--epochs", "N", "epochs to train, 1 to 100000 (default 10)",
+        [&](const std::string& flag, const std::string& text) {
+          options.epochs = parse_integer<int>(flag, text, 1, 100000);
+        });
+  value("--batch-size", "N", "samples per batch, 1 to 1048576 (default 256)",
+        [&](const std::string& flag, const std::string& text) {
+          options.batch_size = parse_integer<int64_t>(flag, text, 1, int64_t(1) << 20);
+        });
+  value("--optimizer", "NAME", "sgd or adam (default sgd)",
+        [&](const std::string& flag, const std::string& text) {
+          options.optimizer = parse_choice(flag, text, {"sgd", "adam"});
+        });
+  value("--lr", "X", "learning rate, > 0 (default 0.1 for sgd, 0.001 for adam)",
+        [&](const std::string& flag, const std::string& text) {
+          options.learning_rate = parse_positive_float(flag, text);
+        });
+  value("--depth", "N", "hidden layers, 0 to 64 (default 1)",
+        [&](const std::string& flag, const std::string& text) {
+          options.depth = parse_integer<int>(flag, text, 0, 64);
+        });
+  value("--width", "N", "units per hidden layer, 1 to 16384 (default 256)",
+        [&](const std::string& flag, const std::string& text) {
+          options.width = parse_integer<int64_t>(flag, text, 1, 16384);
+        });
+  value("--device", "DEVICE", "cpu, cuda or cuda:N (default: the first GPU, else the CPU)",
+        [&](const std::string& flag, const std::string& text) {
+          options.device = parse_device(flag, text);
+        });
+  value("--seed", "N", "seed for the initial weights and the shuffles, 0 to 2^64-1 (default 0)",
+        [&](const std::string& flag, const std::string& text) {
+          options.seed = parse_integer<uint64_t>(flag, text, 0, UINT64_MAX);
+        });
+  value("--data", "DIR", "directory of the Fashion-MNIST IDX files",
+        [&](const std::string& flag, const std::string& text) {
+          if (!std::filesystem::is_directory(text)) refuse(flag, "no directory '" + text + "'");
+          options.data_dir = text;
+        });
+  app.add_option("--out", options.out_dir, "where the checkpoint and curves go")->type_name("DIR");
+  value("--resume", "CHECKPOINT", "continue from this checkpoint",
+        [&](const std::string& flag, const std::string& text) {
+          if (!std::filesystem::is_regular_file(text)) refuse(flag, "no file '" + text + "'");
+          options.resume = text;
+        });
+  value("--limit", "N", "train on the first N samples only, N >= 1 (default: all)",
+        [&](const std::string& flag, const std::string& text) {
+          options.limit = parse_integer<int64_t>(flag, text, 1, INT64_MAX);
+        });
+  value("--init", "NAME", "xavier or normal (the book's N(0, 0.01)) (default xavier)",
+        [&](const std::string& flag, const std::string& text) {
+          options.init = parse_choice(flag, text, {"xavier", "normal"});
+        });
+  app.add_flag_callback(
+      "--no-standardize", [&] { options.standardize = false; },
+      "feed pixels scaled to [0, 1] without standardising them");
+  value("--lr-schedule", "NAME", "constant or cosine (default cosine)",
+        [&](const std::string& flag, const std::string& text) {
+          options.lr_schedule = parse_choice(flag, text, {"constant", "cosine"});
+        });
+  // --book sets the book's defaults; the options given with it override them wherever they stand
+  // on the line (CLI11 runs option callbacks in declaration order, not command-line order).
+  app.add_flag("--book",
+               "the book's exact setting: --lr-schedule constant --init normal --no-standardize");
   for (int i = 1; i < argc; ++i) {
-    const std::string flag = argv[i];
-    auto value = [&]() -> std::string {
-      if (i + 1 >= argc) usage(flag + " needs a value");
-      return argv[++i];
-    };
-    try {
-      if (flag == "--epochs")
-        options.epochs = std::stoi(value());
-      else if (flag == "--batch-size")
-        options.batch_size = std::stoll(value());
-      else if (flag == "--optimizer")
-        options.optimizer = value();
-      else if (flag == "--lr")
-        options.learning_rate = std::stof(value());
-      else if (flag == "--depth")
-        options.depth = std::stoi(value());
-      else if (flag == "--width")
-        options.width = std::stoll(value());
-      else if (flag == "--device")
-        options.device = value();
-      else if (flag == "--seed")
-        options.seed = std::stoull(value());
-      else if (flag == "--data")
-        options.data_dir = value();
-      else if (flag == "--out")
-        options.out_dir = value();
-      else if (flag == "--resume")
-        options.resume = value();
-      else if (flag == "--limit")
-        options.limit = std::stoll(value());
-      else if (flag == "--init")
-        options.init = value();
-      else if (flag == "--no-standardize")
-        options.standardize = false;
-      else if (flag == "--lr-schedule")
-        options.lr_schedule = value();
-      else if (flag == "--book")
-        use_book_setting(options);
-      else if (flag == "--distributed")
-        options.distributed = true;
-      else
-        usage("unknown option " + flag);
-    } catch (const std::logic_error&) {
-      usage("bad value for " + flag);
-    }
+    if (std::string(argv[i]) == "--book") use_book_setting(options);
   }
-  if (options.init != "xavier" && options.init != "normal") {
-    usage("--init must be xavier or normal");
-  }
-  if (options.lr_schedule != "constant" && options.lr_schedule != "cosine") {
-    usage("--lr-schedule must be constant or cosine");
-  }
-  if (options.optimizer != "sgd" && options.optimizer != "adam") {
-    usage("--optimizer must be sgd or adam");
+  app.add_flag("--distributed", options.distributed,
+               "train data-parallel over the ranks of mpirun (one GPU per local rank)");
+  app.footer(
+      "Defaults: cosine learning-rate decay, Xavier weights, standardised pixels. --book is the "
+      "book's setting (a constant rate, N(0, 0.01) weights, pixels in [0, 1]).");
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& help) {
+    std::exit(app.exit(help));
+  } catch (const CLI::ParseError& error) {
+    std::cerr << "train_fashion_mnist: " << error.what()
+              << "\nrun train_fashion_mnist --help for the options\n";
+    std::exit(2);
   }
   if (options.learning_rate < 0) options.learning_rate = options.optimizer == "sgd" ? 0.1f : 1e-3f;
-  if (options.epochs < 1 || options.batch_size < 1 || options.depth < 0 || options.width < 1) {
-    usage("epochs, batch size and width must be positive, depth non-negative");
-  }
   return options;
 }
 
@@ -151,7 +250,23 @@ Device pick_device(const std::string& name) {
     set_default_device(device);  // throws, saying why, when that GPU is not there
     return device;
   }
-  usage("unknown device " + name);
+  CAIRN_FAIL("unknown device ", name);  // parse() accepts only the names above
+}
+
+// The epoch a checkpoint was saved after, from the "epoch" entry run() writes into it.
+int checkpoint_epoch(const std::map<std::string, std::string>& metadata, const std::string& path) {
+  const auto found = metadata.find("epoch");
+  CAIRN_CHECK(found != metadata.end(), path,
+              " has no \"epoch\" entry in its metadata: not a checkpoint of this program");
+  const std::string& text = found->second;
+  int epoch = 0;
+  const auto [stop, error] = std::from_chars(text.data(), text.data() + text.size(), epoch);
+  CAIRN_CHECK(!text.empty() && std::isdigit(static_cast<unsigned char>(text[0])) &&
+                  error == std::errc() && stop == text.data() + text.size() && epoch >= 1 &&
+                  epoch < INT_MAX,
+              path, ": its \"epoch\" entry '", text.substr(0, 40),
+              "' is not an epoch number (a whole number >= 1)");
+  return epoch;
 }
 
 std::shared_ptr<Sequential> build_mlp(const Options& options) {
@@ -269,7 +384,15 @@ int run(const Options& options) {
   if (!options.resume.empty()) {
     // Deferred shapes are filled in from the file.
     const auto metadata = load_checkpoint(options.resume, *net, trainer, device);
-    first_epoch = std::stoi(metadata.at("epoch")) + 1;
+    first_epoch = checkpoint_epoch(metadata, options.resume) + 1;
+    if (first_epoch > options.epochs) {
+      // Training nothing and saying "wrote ..." would be a lie: nothing would be written.
+      std::cerr << "train_fashion_mnist: --epochs " << options.epochs << ": " << options.resume
+                << " was saved after epoch " << first_epoch - 1
+                << ", so nothing is left to train; pass --epochs " << first_epoch
+                << " or more to continue it\n";
+      return 2;
+    }
     for (const curves::EpochRow& row : curves::read_csv(csv)) {
       if (row.epoch < first_epoch) rows.push_back(row);
     }
@@ -354,6 +477,10 @@ int main(int argc, char** argv) {
   const Options options = parse(argc, argv);
   try {
     return run(options);
+  } catch (const std::bad_alloc&) {
+    std::cerr << "train_fashion_mnist: out of memory (try a smaller --width, --depth or "
+                 "--batch-size)\n";
+    return 1;
   } catch (const std::exception& error) {
     // The other ranks may be waiting for this one in a collective: end the whole job.
     if (options.distributed && dist::mpi_built()) {

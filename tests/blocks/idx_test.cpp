@@ -275,7 +275,7 @@ TEST_F(Idx, ZeroDimensionIsFine) {
 
 TEST_F(Idx, AbsurdElementCountsAreRefusedBeforeAllocating) {
   expect_malformed(idx_header({0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu, 0xFFFFFFFFu}),
-                   "promise more than 10000000000 elements");
+                   "promise more than the limit of 1073741824 bytes");
   expect_malformed(idx_header({100000, 100001}), "the dimensions (100000, 100001) promise more");
 }
 

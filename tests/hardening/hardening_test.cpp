@@ -271,8 +271,9 @@ TEST(Hardening, BadInitializerArgumentsFailAtInitialize) {
                {"init::xavier", "factor must be \"avg\", \"in\" or \"out\"", "\"fan\""});
   {
     auto net = make<Dense>(3, "", 4);
+    // The initializer's own argument is named, at the call that gave it.
     expect_error([&] { net->initialize(init::normal(-1.0f), kCpu, 1); },
-                 {"Tensor::normal", "negative stddev -1"});
+                 {"init::normal", "sigma must be finite and >= 0", "-1"});
     // A good initializer afterwards recovers the layer.
     net->initialize(init::normal(0.1f), kCpu, 1, /*force_reinit=*/true);
     EXPECT_EQ((*net)(Tensor::ones({2, 4}, kCpu)).shape(), (Shape{2, 3}));
@@ -280,7 +281,12 @@ TEST(Hardening, BadInitializerArgumentsFailAtInitialize) {
   {
     auto net = make<Dense>(3, "", 4);
     expect_error([&] { net->initialize(init::uniform(-0.5f), kCpu, 1); },
-                 {"Tensor::uniform", "low 0.5 > high -0.5"});
+                 {"init::uniform", "scale must be finite and >= 0", "-0.5"});
+    expect_error([] { init::uniform(std::numeric_limits<float>::infinity()); },
+                 {"init::uniform", "scale", "inf"});
+    expect_error([] { init::xavier(-1.0f); }, {"init::xavier", "magnitude", "-1"});
+    expect_error([] { init::constant(std::numeric_limits<float>::quiet_NaN()); },
+                 {"init::constant", "finite", "nan"});
   }
   {
     Parameter bias("bias", {3});
@@ -655,7 +661,8 @@ TEST(Hardening, DataLoaderRejectsBadOptionsAndEmptyData) {
                {"DataLoader", "batch_size must be positive, got -4"});
   options.batch_size = 2;
   options.stddev = 0.0f;
-  expect_error([&] { DataLoader(data, options, kCpu); }, {"DataLoader", "stddev must be positive"});
+  expect_error([&] { DataLoader(data, options, kCpu); },
+               {"DataLoader", "stddev must be finite and positive"});
   options.stddev = 1.0f;
   expect_error([&] { DataLoader(std::make_shared<LabelledImages>(), options, kCpu); },
                {"DataLoader", "the data set is empty"});
