@@ -61,6 +61,9 @@ bool should_record(const std::vector<Tensor>& inputs);
 void record(const char* op, std::vector<Tensor> inputs, Tensor& output, BackwardFn backward);
 
 // Runs backward from `root`. Without a head gradient, root must have exactly one element.
+// On the CPU a leaf's grad tensor may take over the buffer its gradient was computed in instead
+// of copying it, so grad().data() can change address across backward(); on the GPU it never does
+// (captured CUDA graphs rely on it).
 void backward(const Tensor& root, const Tensor& head_grad);
 
 }  // namespace cairn::autograd
