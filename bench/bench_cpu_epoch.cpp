@@ -11,9 +11,14 @@
 // Runs are interleaved (cairn, reference, cairn, reference, ...) so that load from other
 // processes hits both alike, and every figure is the minimum over the repeats: on a shared
 // machine the minimum is the run least disturbed. The ratio is cairn's minimum over the
-// reference's minimum, both from this run. No GPU is needed or used.
+// reference's minimum, both from this run. Each run is timed twice: wall clock, and the CPU time
+// of the whole process (user + system, all threads: CLOCK_PROCESS_CPUTIME_ID), which on a
+// machine shared with other work is the steadier of the two at one thread (time spent waiting
+// for a core is not counted; page faults and the kernel's work are). No GPU is needed or used.
 //
-//   bench_cpu_epoch [--repeats N] [--threads 1,2] [--skip-w1] [--skip-w2]
+//   bench_cpu_epoch [--repeats N] [--threads 1,2] [--skip-w1] [--skip-w2] [--cairn-only]
+//
+// --cairn-only runs cairn's epochs alone (no reference, no ratio): for a profiler.
 #include <cblas.h>
 
 #include <algorithm>
@@ -21,6 +26,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <limits>
 #include <memory>
 #include <sstream>
@@ -38,6 +44,33 @@ constexpr float kLearningRate = 0.1f;
 
 double seconds_since(std::chrono::steady_clock::time_point start) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
+
+double process_cpu_seconds() {
+  timespec now{};
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &now);
+  return double(now.tv_sec) + 1e-9 * double(now.tv_nsec);
+}
+
+// Wall and process CPU seconds of one run.
+struct Timing {
+  double wall = std::numeric_limits<double>::infinity();
+  double cpu = std::numeric_limits<double>::infinity();
+  void keep_min(const Timing& other) {
+    wall = std::min(wall, other.wall);
+    cpu = std::min(cpu, other.cpu);
+  }
+};
+
+template <typename F>
+Timing timed(F&& run) {
+  const double cpu_start = process_cpu_seconds();
+  const auto start = std::chrono::steady_clock::now();
+  run();
+  Timing t;
+  t.wall = seconds_since(start);
+  t.cpu = process_cpu_seconds() - cpu_start;
+  return t;
 }
 
 // Deterministic pseudo-random bytes and labels: the timing does not depend on the values, and no
@@ -77,9 +110,8 @@ class CairnEpoch {
     loader_ = std::make_unique<DataLoader>(std::move(data), options, Device::cpu());
   }
 
-  // One epoch; returns its seconds.
-  double run() {
-    const auto start = std::chrono::steady_clock::now();
+  // One epoch.
+  void run() {
     loader_->start_epoch(epoch_++);
     Batch batch;
     double loss_sum = 0.0;
@@ -93,9 +125,7 @@ class CairnEpoch {
       trainer_->step(1);
       loss_sum += loss.item();
     }
-    const double seconds = seconds_since(start);
     if (!(loss_sum == loss_sum)) std::fprintf(stderr, "bench_cpu_epoch: loss is NaN\n");
-    return seconds;
   }
 
  private:
@@ -116,12 +146,10 @@ class BlasOnlyEpoch {
         dh_(size_t(kBatch * kHidden)), dw1_(size_t(kHidden * kFeatures)),
         dw2_(size_t(kClasses * kHidden)) {}
 
-  double run() {
-    const auto start = std::chrono::steady_clock::now();
+  void run() {
     for (int64_t done = 0; done < kSamples; done += kBatch) {
       step(int(std::min(kBatch, kSamples - done)));
     }
-    return seconds_since(start);
   }
 
  private:
@@ -145,8 +173,8 @@ class BlasOnlyEpoch {
 };
 
 // W2: 20-256-10 at batch 2. Returns microseconds per call (the minimum over `repeats` timed
-// blocks of `calls` calls each).
-double tiny_network_us(bool with_step, int repeats, int calls) {
+// blocks of `calls` calls each), wall and CPU.
+Timing tiny_network_us(bool with_step, int repeats, int calls) {
   auto net = make<Sequential>();
   net->add(make<Dense>(256, "relu", 20));
   net->add(make<Dense>(10, "", 256));
@@ -165,13 +193,15 @@ double tiny_network_us(bool with_step, int repeats, int calls) {
     if (with_step) trainer.step(1);
   };
   for (int i = 0; i < calls / 10 + 10; ++i) call();  // warm-up
-  double best = std::numeric_limits<double>::infinity();
+  Timing best;
   for (int r = 0; r < repeats; ++r) {
-    const auto start = std::chrono::steady_clock::now();
-    for (int i = 0; i < calls; ++i) call();
-    best = std::min(best, seconds_since(start) / calls);
+    best.keep_min(timed([&] {
+      for (int i = 0; i < calls; ++i) call();
+    }));
   }
-  return best * 1e6;
+  best.wall *= 1e6 / calls;
+  best.cpu *= 1e6 / calls;
+  return best;
 }
 
 std::vector<int> parse_threads(const std::string& text) {
@@ -189,7 +219,7 @@ std::vector<int> parse_threads(const std::string& text) {
 int run(int argc, char** argv) {
   int repeats = 5;
   std::vector<int> threads{1, 2};
-  bool w1 = true, w2 = true;
+  bool w1 = true, w2 = true, reference = true;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     if (arg == "--repeats" && i + 1 < argc) {
@@ -200,10 +230,12 @@ int run(int argc, char** argv) {
       w1 = false;
     } else if (arg == "--skip-w2") {
       w2 = false;
+    } else if (arg == "--cairn-only") {
+      reference = false;
     } else {
       std::fprintf(stderr,
                    "usage: bench_cpu_epoch [--repeats N] [--threads 1,2] [--skip-w1] "
-                   "[--skip-w2]\n");
+                   "[--skip-w2] [--cairn-only]\n");
       return 2;
     }
   }
@@ -213,19 +245,22 @@ int run(int argc, char** argv) {
     auto data = synthetic_fashion_mnist();
     CairnEpoch cairn_epoch(data);
     BlasOnlyEpoch blas_epoch;
-    std::printf("| W1: 784-256-10, batch 256, one epoch | threads | cairn s | BLAS-only s | ratio |\n");
-    std::printf("| --- | --- | --- | --- | --- |\n");
+    std::printf(
+        "| W1: 784-256-10, batch 256, one epoch | threads | cairn s | BLAS-only s | ratio | "
+        "cairn CPU s | BLAS-only CPU s | CPU ratio |\n");
+    std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (int n : threads) {
       openblas_set_num_threads(n);
       cairn_epoch.run();  // warm-up: caches, page faults, OpenBLAS's thread pool
-      blas_epoch.run();
-      double best_cairn = std::numeric_limits<double>::infinity(), best_blas = best_cairn;
+      if (reference) blas_epoch.run();
+      Timing best_cairn, best_blas;
       for (int r = 0; r < repeats; ++r) {
-        best_cairn = std::min(best_cairn, cairn_epoch.run());
-        best_blas = std::min(best_blas, blas_epoch.run());
+        best_cairn.keep_min(timed([&] { cairn_epoch.run(); }));
+        if (reference) best_blas.keep_min(timed([&] { blas_epoch.run(); }));
       }
-      std::printf("| W1 | %d | %.3f | %.3f | %.3f |\n", n, best_cairn, best_blas,
-                  best_cairn / best_blas);
+      std::printf("| W1 | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n", n, best_cairn.wall,
+                  best_blas.wall, best_cairn.wall / best_blas.wall, best_cairn.cpu, best_blas.cpu,
+                  best_cairn.cpu / best_blas.cpu);
       std::fflush(stdout);
     }
     std::printf("\n");
@@ -233,11 +268,14 @@ int run(int argc, char** argv) {
   if (w2) {
     openblas_set_num_threads(1);
     constexpr int kCalls = 20000;
-    std::printf("| W2: 20-256-10, batch 2, one thread | us per call |\n| --- | --- |\n");
-    std::printf("| forward + loss + backward | %.2f |\n",
-                tiny_network_us(false, repeats, kCalls));
-    std::printf("| forward + loss + backward + SGD step | %.2f |\n",
-                tiny_network_us(true, repeats, kCalls));
+    std::printf(
+        "| W2: 20-256-10, batch 2, one thread | us per call | CPU us per call |\n"
+        "| --- | --- | --- |\n");
+    const Timing plain = tiny_network_us(false, repeats, kCalls);
+    std::printf("| forward + loss + backward | %.2f | %.2f |\n", plain.wall, plain.cpu);
+    const Timing stepped = tiny_network_us(true, repeats, kCalls);
+    std::printf("| forward + loss + backward + SGD step | %.2f | %.2f |\n", stepped.wall,
+                stepped.cpu);
   }
   return 0;
 }

@@ -12,7 +12,8 @@ namespace {
 
 using detail::run_widest;
 
-// The op is chosen once, outside the loop, so each loop body is a single inlined scalar function.
+// The op is chosen once, outside the loop, so each loop body is a single inlined scalar function
+// (passed as a lambda: a function pointer would be a call per element).
 template <typename F>
 void map_unary(const float* x, float* y, int64_t n, F f) {
   run_widest([&]() CAIRN_VECTOR_LOOP {
@@ -90,7 +91,7 @@ void unary(UnaryOp op, const float* x, float* y, int64_t n, float scalar) {
   const float s = scalar;
   switch (op) {
     case UnaryOp::kRelu:
-      return map_unary(x, y, n, relu);
+      return map_unary(x, y, n, [](float v) { return relu(v); });
     case UnaryOp::kNeg:
       return map_unary(x, y, n, [](float v) { return -v; });
     case UnaryOp::kExp:
@@ -102,11 +103,11 @@ void unary(UnaryOp op, const float* x, float* y, int64_t n, float scalar) {
     case UnaryOp::kAbs:
       return map_unary(x, y, n, [](float v) { return std::fabs(v); });
     case UnaryOp::kSign:
-      return map_unary(x, y, n, sign);
+      return map_unary(x, y, n, [](float v) { return sign(v); });
     case UnaryOp::kSquare:
       return map_unary(x, y, n, [](float v) { return v * v; });
     case UnaryOp::kSigmoid:
-      return map_unary(x, y, n, sigmoid);
+      return map_unary(x, y, n, [](float v) { return sigmoid(v); });
     case UnaryOp::kTanh:
       return map_unary(x, y, n, [](float v) { return std::tanh(v); });
     case UnaryOp::kAddScalar:

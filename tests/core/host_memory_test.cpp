@@ -86,6 +86,20 @@ TEST(GradientBuffers, LeavesGivenOneGradientTensorKeepSeparateBuffers) {
   EXPECT_EQ(b.grad().to_vector(), (std::vector<float>{2, 2, 2}));
 }
 
+TEST(GradientBuffers, OnTheCpuAFreshGradientIsMovedInNotCopied) {
+  Tensor w = Tensor::from_vector({1, 2, 3}, {3}, kCpu);
+  w.attach_grad();
+  const Tensor handle = w.grad();  // the same grad tensor: follows the move
+  const float* before = w.grad().data();
+  {
+    autograd::RecordScope record;
+    ops::sum(ops::mul_scalar(w, 4.0f)).backward();
+  }
+  EXPECT_NE(w.grad().data(), before);  // took the computed gradient's buffer
+  EXPECT_EQ(handle.data(), w.grad().data());
+  EXPECT_EQ(w.grad().to_vector(), (std::vector<float>{4, 4, 4}));
+}
+
 TEST(GradientBuffers, AViewOfTheGradStaysTrueAcrossBackward) {
   Tensor w = Tensor::from_vector({1, 2, 3, 4}, {2, 2}, kCpu);
   w.attach_grad();
