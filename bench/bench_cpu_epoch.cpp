@@ -101,8 +101,8 @@ class CairnEpoch {
     net_->add(make<Dense>(kHidden, "relu", kFeatures));
     net_->add(make<Dense>(kClasses, "", kHidden));
     net_->initialize(init::xavier(), Device::cpu(), /*seed=*/0);
-    trainer_ = std::make_unique<Trainer>(net_->collect_params(),
-                                         std::make_shared<SGD>(kLearningRate));
+    trainer_ =
+        std::make_unique<Trainer>(net_->collect_params(), std::make_shared<SGD>(kLearningRate));
     LoaderOptions options;
     options.batch_size = kBatch;
     options.mean = 0.2860f;  // Fashion-MNIST's, as the sample uses
@@ -140,10 +140,14 @@ class CairnEpoch {
 class BlasOnlyEpoch {
  public:
   BlasOnlyEpoch()
-      : x_(size_t(kBatch * kFeatures), 0.01f), w1_(size_t(kHidden * kFeatures), 0.01f),
-        w2_(size_t(kClasses * kHidden), 0.01f), h_(size_t(kBatch * kHidden)),
-        out_(size_t(kBatch * kClasses)), dout_(size_t(kBatch * kClasses), 0.01f),
-        dh_(size_t(kBatch * kHidden)), dw1_(size_t(kHidden * kFeatures)),
+      : x_(size_t(kBatch * kFeatures), 0.01f),
+        w1_(size_t(kHidden * kFeatures), 0.01f),
+        w2_(size_t(kClasses * kHidden), 0.01f),
+        h_(size_t(kBatch * kHidden)),
+        out_(size_t(kBatch * kClasses)),
+        dout_(size_t(kBatch * kClasses), 0.01f),
+        dh_(size_t(kBatch * kHidden)),
+        dw1_(size_t(kHidden * kFeatures)),
         dw2_(size_t(kClasses * kHidden)) {}
 
   void run() {

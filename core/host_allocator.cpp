@@ -45,8 +45,7 @@ CachingAllocator& host_allocator() {
 
 void* host_allocate(size_t bytes) {
   if (bytes == 0) return nullptr;
-  CAIRN_CHECK(bytes <= kLargestRequest, "out of host memory: ", bytes,
-              " bytes is not addressable");
+  CAIRN_CHECK(bytes <= kLargestRequest, "out of host memory: ", bytes, " bytes is not addressable");
   void* data = nullptr;
   try {
     data = host_allocator().allocate(bytes, /*stream=*/nullptr);
