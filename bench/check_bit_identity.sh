@@ -7,7 +7,9 @@
 # Builds the reference commit in a detached worktree (build-bitcheck/ref: library and
 # cpu_bit_digest only; bench/cpu_bit_digest.cpp and bench/CMakeLists.txt are copied in when the
 # reference predates them), builds cpu_bit_digest here (default build dir: build-bench), runs
-# both on this machine and diffs their digests. Exit status 0 when every line matches.
+# both on this machine and diffs their digests; it also runs this tree's digest with
+# CAIRN_CPU_BASELINE=1 (the kernels' baseline x86-64 versions instead of their AVX2 versions) and
+# diffs that too. Exit status 0 when every line matches.
 # Run it on one machine: OpenBLAS picks its kernels by CPU, so digests differ between machines.
 # CAIRN_BITCHECK_REF_BUILD=<dir>: use that existing build of the reference (with cpu_bit_digest
 # built) instead of making one.
@@ -47,8 +49,15 @@ cmake --build "$here_build" --target cpu_bit_digest
 
 "$ref_build/bench/cpu_bit_digest" 2>/dev/null >"$work/reference.txt"
 "$here_build/bench/cpu_bit_digest" 2>/dev/null >"$work/this-tree.txt"
+# The kernels' baseline x86-64 versions, where this CPU would otherwise run their AVX2 versions.
+CAIRN_CPU_BASELINE=1 "$here_build/bench/cpu_bit_digest" 2>/dev/null >"$work/this-tree-baseline.txt"
+if ! diff "$work/this-tree.txt" "$work/this-tree-baseline.txt"; then
+  echo "check_bit_identity: the AVX2 and baseline kernels differ (< AVX2, > baseline)" >&2
+  exit 1
+fi
 if diff "$work/reference.txt" "$work/this-tree.txt"; then
-  echo "check_bit_identity: all $(wc -l <"$work/this-tree.txt") digests match $ref"
+  echo "check_bit_identity: all $(wc -l <"$work/this-tree.txt") digests match $ref" \
+    "(and this tree's AVX2 and baseline kernels agree)"
 else
   echo "check_bit_identity: results differ from $ref (lines above: < reference, > this tree)" >&2
   exit 1

@@ -12,6 +12,8 @@
 // GPU's oracle). Loops that reduce are left as they are: the compiler keeps their order anyway.
 #pragma once
 
+#include <cstdlib>
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define CAIRN_HAVE_AVX2_DISPATCH 1
 #define CAIRN_VECTOR_LOOP __attribute__((always_inline))
@@ -22,8 +24,14 @@
 namespace cairn::kernels::cpu::detail {
 
 #if defined(CAIRN_HAVE_AVX2_DISPATCH)
+// CAIRN_CPU_BASELINE=1 in the environment keeps the baseline versions even where AVX2 is there,
+// so that bench/check_bit_identity.sh can hold the two against each other on one machine.
 inline bool cpu_has_avx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
+  static const bool has = [] {
+    const char* baseline = std::getenv("CAIRN_CPU_BASELINE");
+    const bool forced = baseline != nullptr && baseline[0] != '\0' && baseline[0] != '0';
+    return !forced && __builtin_cpu_supports("avx2");
+  }();
   return has;
 }
 
