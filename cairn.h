@@ -16,3 +16,4 @@
 #include "cairn/core/numerics.h"
 #include "cairn/core/ops.h"
 #include "cairn/core/tensor.h"
+#include "cairn/dist/communicator.h"

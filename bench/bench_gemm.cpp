@@ -53,8 +53,9 @@ Operands make_operands(int64_t m, int64_t n, int64_t k) {
 // column-major, transposed) * x^T (k, m).
 void raw_sgemm(const Operands& o, int64_t m, int64_t n, int64_t k, MatmulPrecision precision,
                cudaStream_t stream) {
-  cublasHandle_t handle = cuda::blas_handle(gpu());  // bound to `stream`, cairn's math mode
-  CAIRN_CUBLAS_CHECK(cublasSetStream(handle, stream));
+  const cuda::BlasLease lease(gpu());  // cairn's handle, exclusively for this call
+  cublasHandle_t handle = lease.handle();
+  CAIRN_CUBLAS_CHECK(cublasSetStream(handle, stream));  // cuBLAS's own workspace from here on
   CAIRN_CUBLAS_CHECK(cublasSetMathMode(handle, precision == MatmulPrecision::kTf32
                                                    ? CUBLAS_TF32_TENSOR_OP_MATH
                                                    : CUBLAS_DEFAULT_MATH));

@@ -12,6 +12,8 @@
 #   CAIRN_CUDA_ARCHITECTURES  CMAKE_CUDA_ARCHITECTURES (default: the project's; 90-real builds
 #                             fastest for an H100)
 #   CAIRN_BENCH_JOBS          ninja -j (default: ninja's own choice)
+#   CAIRN_BENCH_PREBUILT      1: do not configure or build; run the programs already built in
+#                             CAIRN_BENCH_BUILD_DIR (scripts/gpu_check.sh's single build)
 #   CAIRN_BENCH_REPETITIONS   Google Benchmark repetitions on a GPU (default 3; medians reported)
 #   CAIRN_BENCH_MIN_TIME      seconds per benchmark run (default 0.2)
 #   CAIRN_BENCH_FILTER        --benchmark_filter for all three programs (default: all)
@@ -31,9 +33,13 @@ gpu_name=""
 if command -v nvidia-smi >/dev/null 2>&1; then
   gpu_name="$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || true)"
 fi
-commit="$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)"
+# CAIRN_COMMIT: given by the caller where the tree travels without .git (the GPU machine).
+commit="${CAIRN_COMMIT:-$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo unknown)}"
 dirty=()
-if [ -n "$(git -C "$root" status --porcelain 2>/dev/null)" ]; then dirty=(--dirty); fi
+# Reports written into bench/results/ are outputs, not a change to what is measured.
+if [ -n "$(git -C "$root" status --porcelain -- . ':!bench/results' 2>/dev/null)" ]; then
+  dirty=(--dirty)
+fi
 if [ -n "$gpu_name" ]; then
   cpu_only=()
   slug="$(echo "$gpu_name" | tr '[:upper:]' '[:lower:]' | sed -e 's/[^a-z0-9]\+/-/g' -e 's/^-//' -e 's/-$//')"
@@ -53,10 +59,20 @@ cmake_args=(-S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release
 if [ -n "${CAIRN_CUDA_ARCHITECTURES:-}" ]; then
   cmake_args+=("-DCMAKE_CUDA_ARCHITECTURES=$CAIRN_CUDA_ARCHITECTURES")
 fi
-cmake "${cmake_args[@]}"
-ninja_args=(-C "$build")
-if [ -n "${CAIRN_BENCH_JOBS:-}" ]; then ninja_args+=(-j "$CAIRN_BENCH_JOBS"); fi
-ninja "${ninja_args[@]}" bench_kernels bench_gemm bench_train_step bench_cpu_epoch
+if [ "${CAIRN_BENCH_PREBUILT:-0}" = 1 ]; then
+  # scripts/gpu_check.sh builds everything once (tests, samples, benchmarks) and runs them here.
+  for program in kernels gemm train_step; do
+    if [ ! -x "$build/bench/bench_$program" ]; then
+      echo "run_all: CAIRN_BENCH_PREBUILT=1 but $build/bench/bench_$program is not built" >&2
+      exit 1
+    fi
+  done
+else
+  cmake "${cmake_args[@]}"
+  ninja_args=(-C "$build")
+  if [ -n "${CAIRN_BENCH_JOBS:-}" ]; then ninja_args+=(-j "$CAIRN_BENCH_JOBS"); fi
+  ninja "${ninja_args[@]}" bench_kernels bench_gemm bench_train_step bench_cpu_epoch
+fi
 
 # ---- run ----
 mkdir -p "$raw"
@@ -78,11 +94,15 @@ for program in kernels gemm train_step; do
 done
 
 # The CPU path against its BLAS bound (docs/performance.md, issue 13): a markdown table of its own.
-echo "run_all: bench_cpu_epoch ..."
-if ! "$build/bench/bench_cpu_epoch" --repeats "${CAIRN_BENCH_CPU_REPEATS:-5}" \
-    >"$raw/cpu_epoch.md" 2>"$raw/cpu_epoch.log"; then
-  echo "run_all: bench_cpu_epoch failed (see $raw/cpu_epoch.log)" >&2
-  status=1
+if [ -x "$build/bench/bench_cpu_epoch" ]; then
+  echo "run_all: bench_cpu_epoch ..."
+  if ! "$build/bench/bench_cpu_epoch" --repeats "${CAIRN_BENCH_CPU_REPEATS:-5}" \
+      >"$raw/cpu_epoch.md" 2>"$raw/cpu_epoch.log"; then
+    echo "run_all: bench_cpu_epoch failed (see $raw/cpu_epoch.log)" >&2
+    status=1
+  fi
+else
+  echo "run_all: bench_cpu_epoch is not built: the CPU epoch table is skipped"
 fi
 
 echo "run_all: PyTorch reference ..."

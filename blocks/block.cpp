@@ -3,6 +3,7 @@
 #include <functional>
 
 #include "cairn/blocks/safetensors.h"
+#include "cairn/core/cuda_graph.h"
 #include "cairn/core/error.h"
 
 namespace cairn {
@@ -39,9 +40,13 @@ std::string join(const std::string& prefix, const std::string& name) {
 }  // namespace
 
 Tensor Block::operator()(const Tensor& x) {
-  Tensor y = hybrid_ ? hybrid_->run(describe(), x, [this](const Tensor& in) { return forward(in); })
-                     : forward(x);
-  if (t_recorder != nullptr) t_recorder->notify(*this, y);
+  // While Intermediates records, a hybridized block runs eagerly: a captured graph's children
+  // would be seen once, at capture, with outputs not yet computed, and never on replays.
+  Tensor y = hybrid_ && t_recorder == nullptr
+                 ? hybrid_->run(describe(), x, [this](const Tensor& in) { return forward(in); })
+                 : forward(x);
+  // Inside a capture (a CapturedStep) outputs are not computed yet: nothing to record.
+  if (t_recorder != nullptr && cuda::capture_pool() == nullptr) t_recorder->notify(*this, y);
   return y;
 }
 
@@ -105,18 +110,22 @@ void Block::initialize(const InitializerPtr& init, const Device& device, uint64_
 
 void Block::zero_grad() { collect_params().zero_grad(); }
 
-void Block::save_parameters(const std::string& path) const {
+void Block::save_parameters(const std::string& path, FloatFormat float_format) const {
   NamedTensors tensors;
   for (const auto& [name, parameter] : collect_params()) {
     tensors.emplace_back(name, parameter->data());
   }
-  save_safetensors(path, tensors, {{"format", "pt"}, {"producer", "cairn"}});
+  save_safetensors(path, tensors, {{"format", "pt"}, {"producer", "cairn"}}, float_format);
 }
 
-void Block::load_parameters(const std::string& path, const Device& device) {
+LoadParametersReport Block::load_parameters(const std::string& path, const Device& device,
+                                            const LoadParametersOptions& options) {
   const SafetensorsFile file = load_safetensors(path);
   const ParameterDict params = collect_params();
+  LoadParametersReport report;
+  report.path = path;
   std::string problems;
+  bool names_differ = false;  // worth a hint at the options
   for (const auto& [name, parameter] : params) {
     bool found = false;
     for (const auto& [file_name, tensor] : file.tensors) {
@@ -128,21 +137,37 @@ void Block::load_parameters(const std::string& path, const Device& device) {
       } else if (!shape_fits(parameter->shape(), tensor.shape())) {
         problems += "\n  '" + name + "': file has shape " + shape_str(tensor.shape()) +
                     ", the network expects " + shape_str(parameter->shape());
+      } else {
+        report.loaded.push_back(name);
       }
     }
-    if (!found) problems += "\n  '" + name + "': missing from the file";
+    if (!found) {
+      report.missing.push_back(name);
+      if (!options.allow_missing) {
+        problems += "\n  '" + name + "': missing from the file";
+        names_differ = true;
+      }
+    }
   }
   for (const auto& [file_name, tensor] : file.tensors) {
     if (!params.contains(file_name)) {
-      problems += "\n  '" + file_name + "': in the file but not in the network";
+      report.ignored.push_back(file_name);
+      if (!options.ignore_extra) {
+        problems += "\n  '" + file_name + "': in the file but not in the network";
+        names_differ = true;
+      }
     }
   }
-  CAIRN_CHECK(problems.empty(), "load_parameters: ", path,
-              " does not match the network:", problems);
+  CAIRN_CHECK(problems.empty(), "load_parameters: ", path, " does not match the network:", problems,
+              names_differ ? "\n(LoadParametersOptions::allow_missing and ignore_extra let "
+                             "missing and extra names pass)"
+                           : "");
   for (const auto& [file_name, tensor] : file.tensors) {
+    if (!params.contains(file_name)) continue;
     const ParameterPtr& parameter = params.at(file_name);
     parameter->set_data(tensor, parameter->is_initialized() ? parameter->device() : device);
   }
+  return report;
 }
 
 void Block::hybridize(bool enabled, HybridizeOptions options) {
@@ -151,6 +176,23 @@ void Block::hybridize(bool enabled, HybridizeOptions options) {
 
 std::string Block::hybridize_reason() const {
   return hybrid_ ? hybrid_->eager_reason() : std::string("not hybridized");
+}
+
+std::ostream& operator<<(std::ostream& out, const LoadParametersReport& report) {
+  auto list = [&out](const std::vector<std::string>& names) {
+    for (size_t i = 0; i < names.size(); ++i) out << (i == 0 ? " '" : ", '") << names[i] << "'";
+  };
+  out << "loaded " << report.loaded.size() << " parameter" << (report.loaded.size() == 1 ? "" : "s")
+      << " from " << report.path;
+  if (!report.missing.empty()) {
+    out << "; missing from the file (left as they were):";
+    list(report.missing);
+  }
+  if (!report.ignored.empty()) {
+    out << "; not in the network (ignored):";
+    list(report.ignored);
+  }
+  return out;
 }
 
 std::ostream& operator<<(std::ostream& out, const Block& block) {

@@ -16,9 +16,32 @@
 #include "cairn/blocks/hybridize.h"
 #include "cairn/blocks/initializer.h"
 #include "cairn/blocks/parameter.h"
+#include "cairn/blocks/safetensors.h"
 #include "cairn/core/tensor.h"
 
 namespace cairn {
+
+// What Block::load_parameters lets pass, as Gluon's load_parameters(allow_missing, ignore_extra)
+// and PyTorch's load_state_dict(strict=False) do. The default is strict. Either way a tensor the
+// network does have must match its parameter's dtype and shape, or nothing is loaded.
+struct LoadParametersOptions {
+  // Parameters the file lacks keep what they hold; uninitialised ones stay uninitialised, for
+  // initialize() to fill (it leaves the loaded ones alone).
+  bool allow_missing = false;
+  // Tensors the network has no parameter for are skipped: optimizer state in a checkpoint, a
+  // classifier head the network replaced.
+  bool ignore_extra = false;
+};
+
+// What Block::load_parameters did; print it to show a user ("loaded 4 parameters from ...").
+struct LoadParametersReport {
+  std::string path;
+  std::vector<std::string> loaded;   // in the network's order
+  std::vector<std::string> missing;  // the network's parameters the file lacks, in its order
+  std::vector<std::string> ignored;  // the file's tensors the network lacks, in the file's order
+  bool complete() const { return missing.empty() && ignored.empty(); }
+};
+std::ostream& operator<<(std::ostream& out, const LoadParametersReport& report);
 
 class Block {
  public:
@@ -66,10 +89,20 @@ class Block {
   void zero_grad();
 
   // safetensors files named like PyTorch's state_dict ("0.weight", "hidden.bias"), written to a
-  // temporary file and renamed into place. Loading checks that the names, shapes and dtypes match
-  // exactly and says what does not; loaded parameters are initialised on `device`.
-  void save_parameters(const std::string& path) const;
-  void load_parameters(const std::string& path, const Device& device = default_device());
+  // temporary file and renamed into place, float32 values as F32 or, on request, F16 or BF16 (see
+  // safetensors.h). Loading reads any dtype load_safetensors converts to float32 (F16, BF16, F64
+  // included), checks names, shapes and dtypes, and reports every problem in one cairn::Error
+  // before it changes anything: by default the names must match exactly; `options` may let
+  // missing or extra names pass, and the report lists them. Newly set parameters are initialised
+  // on `device`; initialised ones keep their device.
+  void save_parameters(const std::string& path, FloatFormat float_format = FloatFormat::kF32) const;
+  LoadParametersReport load_parameters(const std::string& path,
+                                       const Device& device = default_device(),
+                                       const LoadParametersOptions& options = {});
+  LoadParametersReport load_parameters(const std::string& path,
+                                       const LoadParametersOptions& options) {
+    return load_parameters(path, default_device(), options);
+  }
 
   // Captures this block's forward as a CUDA graph per input shape on a GPU (see hybridize.h).
   // Not while recording (training steps are captured whole with CapturedStep) and never on the
@@ -107,7 +140,9 @@ std::shared_ptr<B> make(Args&&... args) {
 std::ostream& operator<<(std::ostream& out, const Block& block);
 
 // Records the output of every block call under the block's path in `root` ("" for the root, "0",
-// "hidden", "net.1") while alive: easy access to intermediate results.
+// "hidden", "net.1") while alive: easy access to intermediate results. Hybridized blocks run
+// eagerly while a recorder is alive, so their children are recorded too; calls captured into a
+// CapturedStep's graph are not recorded (they compute nothing until replayed): record outside it.
 //   Intermediates seen(*net);
 //   net->forward(x);
 //   Tensor hidden = seen.output("0");

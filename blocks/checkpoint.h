@@ -7,9 +7,11 @@
 // metadata the trainer's counts, the optimizer's name and hyperparameters (see
 // Trainer::state_metadata) plus the caller's own entries (an epoch, a data-loader position).
 //
-// The file is ordinary safetensors, readable by numpy or PyTorch, but Block::load_parameters()
-// refuses it (it is strict about names the network does not have): read it with load_checkpoint(),
-// or export the bare parameters with Block::save_parameters().
+// The file is ordinary safetensors, readable by numpy or PyTorch. Block::load_parameters() refuses
+// one that holds optimizer state (by default it is strict about names the network does not have):
+// read it with load_checkpoint(), take just the weights with load_parameters() and
+// LoadParametersOptions::ignore_extra, or export the bare parameters with Block::save_parameters().
+// Checkpoints are always F32: a resumed run must continue bit for bit.
 #pragma once
 
 #include <map>

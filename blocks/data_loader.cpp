@@ -71,8 +71,25 @@ std::vector<int64_t> seeded_permutation(int64_t count, uint64_t seed) {
   return order;
 }
 
-// One of the two staging areas on a GPU: pinned host buffers, device buffers, and the events that
-// order the copy stream against the compute stream.
+std::vector<int64_t> shard_of(const std::vector<int64_t>& order, int64_t shard, int64_t shards,
+                              ShardRemainder remainder) {
+  CAIRN_CHECK(shards >= 1 && shard >= 0 && shard < shards, "shard_of: shard ", shard, " of ",
+              shards, " does not exist");
+  const int64_t count = int64_t(order.size());
+  const int64_t end = remainder == ShardRemainder::kDrop ? count - count % shards : count;
+  std::vector<int64_t> out;
+  out.reserve(size_t(end / shards + 1));
+  for (int64_t position = shard; position < end; position += shards) {
+    out.push_back(order[size_t(position)]);
+  }
+  return out;
+}
+
+// One of the staging areas on a GPU: pinned host buffers, device buffers, and the events that
+// order the copy stream against the compute stream. Three of them: the batch handed out last, the
+// one before it (valid until next() has been called twice more, as data_loader.h promises), and
+// the one being copied in.
+constexpr int kSlots = 3;
 struct DataLoader::Slot {
   float* host_x = nullptr;
   int32_t* host_y = nullptr;
@@ -90,6 +107,12 @@ DataLoader::DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderO
   CAIRN_CHECK(options_.batch_size > 0, "DataLoader: batch_size must be positive, got ",
               options_.batch_size);
   CAIRN_CHECK(options_.stddev > 0.0f, "DataLoader: stddev must be positive, got ", options_.stddev);
+  CAIRN_CHECK(options_.shards >= 1 && options_.shard >= 0 && options_.shard < options_.shards,
+              "DataLoader: shard ", options_.shard, " of ", options_.shards, " does not exist");
+  CAIRN_CHECK(
+      options_.shard_remainder == ShardRemainder::kUneven || data_->count >= options_.shards,
+      "DataLoader: ", data_->count, " samples cannot be split into ", options_.shards,
+      " equal shards of at least one");
   int64_t pixel_count = 0;
   CAIRN_CHECK(data_->features > 0 &&
                   !__builtin_mul_overflow(data_->count, data_->features, &pixel_count) &&
@@ -113,7 +136,7 @@ void DataLoader::create_cuda_resources() {
   CAIRN_CUDA_CHECK(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking));
   copy_stream_ = stream;
   const int64_t x_count = options_.batch_size * data_->features;
-  for (int i = 0; i < 2; ++i) {
+  for (int i = 0; i < kSlots; ++i) {
     // Into slots_ first, so that release_cuda_resources() finds whatever was made before a failure.
     slots_.push_back(std::make_unique<Slot>());
     Slot& slot = *slots_.back();
@@ -125,6 +148,9 @@ void DataLoader::create_cuda_resources() {
     slot.device_y = Tensor::empty({options_.batch_size}, device_, DType::kInt32);
     CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&slot.copied, cudaEventDisableTiming));
     CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&slot.released, cudaEventDisableTiming));
+    // The new device buffers may still be being poisoned (set_poison_allocations) on the compute
+    // stream; the first copy into them, on the copy stream, waits for this.
+    CAIRN_CUDA_CHECK(cudaEventRecord(slot.released, cuda::current_stream(device_)));
   }
 }
 
@@ -148,12 +174,13 @@ DataLoader::~DataLoader() {
 }
 
 int64_t DataLoader::batches_per_epoch() const {
-  const int64_t full = data_->count / options_.batch_size;
-  return options_.drop_last || data_->count % options_.batch_size == 0 ? full : full + 1;
+  const int64_t count = epoch_samples();
+  const int64_t full = count / options_.batch_size;
+  return options_.drop_last || count % options_.batch_size == 0 ? full : full + 1;
 }
 
 int64_t DataLoader::batch_length(int64_t batch_index) const {
-  return std::min(options_.batch_size, data_->count - batch_index * options_.batch_size);
+  return std::min(options_.batch_size, epoch_samples() - batch_index * options_.batch_size);
 }
 
 void DataLoader::start_epoch(int64_t epoch) {
@@ -163,6 +190,9 @@ void DataLoader::start_epoch(int64_t epoch) {
   } else {
     order_.resize(size_t(data_->count));
     for (int64_t i = 0; i < data_->count; ++i) order_[size_t(i)] = i;
+  }
+  if (options_.shards > 1) {
+    order_ = shard_of(order_, options_.shard, options_.shards, options_.shard_remainder);
   }
   next_batch_ = 0;
   staged_ = 0;
@@ -229,14 +259,15 @@ bool DataLoader::next(Batch& batch) {
 
   cuda::DeviceGuard guard(device_);
   auto compute_stream = static_cast<cudaStream_t>(cuda::current_stream(device_));
-  Slot& slot = *slots_[size_t(next_batch_ % 2)];
+  Slot& slot = *slots_[size_t(next_batch_ % kSlots)];
   CAIRN_CUDA_CHECK(cudaStreamWaitEvent(compute_stream, slot.copied, 0));
   batch.x = Tensor::wrap(slot.device_x.raw_data(), {length, features}, device_);
   batch.y = Tensor::wrap(slot.device_y.raw_data(), {length}, device_, DType::kInt32);
 
-  // The other slot held the previous batch, whose work is all queued by now: once the compute
-  // stream passes this point it is free, so the batch after this one can be copied into it.
-  Slot& other = *slots_[size_t((next_batch_ + 1) % 2)];
+  // The next slot held the batch handed out two calls ago, whose work is all queued by now: once
+  // the compute stream passes this point it is free, so the batch after this one can be copied
+  // into it.
+  Slot& other = *slots_[size_t((next_batch_ + 1) % kSlots)];
   CAIRN_CUDA_CHECK(cudaEventRecord(other.released, compute_stream));
   if (next_batch_ + 1 < batches_per_epoch()) stage(next_batch_ + 1, other);
   ++next_batch_;

@@ -34,6 +34,13 @@ struct Batch {
   Tensor y;  // (batch) int32
 };
 
+// What data-parallel sharding does with the count % shards samples an even split leaves over.
+enum class ShardRemainder {
+  kDrop,    // every shard gets count / shards samples (training: every rank takes as many steps)
+  kUneven,  // every sample is served once; the first count % shards shards get one more
+            // (evaluation)
+};
+
 struct LoaderOptions {
   int64_t batch_size = 256;
   bool shuffle = true;
@@ -41,14 +48,23 @@ struct LoaderOptions {
   bool drop_last = false;  // keep the short final batch by default, as Gluon does
   float mean = 0.0f;       // normalisation applied after scaling pixels to [0, 1]
   float stddev = 1.0f;
+  // Data-parallel sharding (one loader per rank: shards = size, shard = rank): each epoch's
+  // permutation is dealt out like cards, shard r taking positions r, r + shards, r + 2 shards, ...
+  // so the shards are disjoint and together cover the epoch, and with drop_last or equal batch
+  // counts, batch k of all shards together is batch k of a single loader over batch_size * shards
+  // (PyTorch's DistributedSampler deals the same way). With ShardRemainder::kDrop the last
+  // count % shards positions of the permutation are left out, so they change from epoch to epoch.
+  int64_t shards = 1;
+  int64_t shard = 0;
+  ShardRemainder shard_remainder = ShardRemainder::kDrop;
 };
 
 // Iterates one epoch at a time. The order of epoch e is a pure function of (seed, e), so a run
 // resumed at epoch e sees exactly the batches the uninterrupted run saw.
 //
-// On a GPU, batches live in two device buffers fed from pinned host memory by asynchronous copies
-// on a copy stream: next() hands out batch k while batch k+1 is already on its way. A batch's
-// tensors therefore stay valid until next() has been called twice more; clone() one to keep it.
+// On a GPU, batches live in three device buffers fed from pinned host memory by asynchronous
+// copies on a copy stream: next() hands out batch k while batch k+1 is already on its way. A
+// batch's tensors stay valid until next() has been called twice more; clone() one to keep it.
 class DataLoader {
  public:
   DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderOptions& options,
@@ -61,6 +77,7 @@ class DataLoader {
   bool next(Batch& batch);  // false at the end of the epoch
   int64_t batches_per_epoch() const;
   int64_t samples() const { return data_->count; }
+  int64_t epoch_samples() const { return int64_t(order_.size()); }  // this shard's, per epoch
 
  private:
   struct Slot;
@@ -82,5 +99,9 @@ class DataLoader {
 // The seeded permutation the loader uses: Fisher-Yates over splitmix64, the same on every
 // platform (std::shuffle's algorithm is implementation-defined).
 std::vector<int64_t> seeded_permutation(int64_t count, uint64_t seed);
+
+// The positions of `order` that shard `shard` of `shards` serves (see LoaderOptions::shards).
+std::vector<int64_t> shard_of(const std::vector<int64_t>& order, int64_t shard, int64_t shards,
+                              ShardRemainder remainder);
 
 }  // namespace cairn

@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
+#include "cairn/blocks/safetensors_dtypes.h"
 #include "cairn/core/atomic_file.h"
 #include "cairn/core/error.h"
 
@@ -40,14 +41,22 @@ struct FileCloser {
 };
 using FilePtr = std::unique_ptr<std::FILE, FileCloser>;
 
-const char* safetensors_dtype(DType dtype) {
+using safetensors_dtypes::StoredDType;
+
+const StoredDType& stored_dtype(DType dtype, FloatFormat float_format) {
+  const char* name = nullptr;
   switch (dtype) {
     case DType::kFloat32:
-      return "F32";
+      name = float_format == FloatFormat::kF16    ? "F16"
+             : float_format == FloatFormat::kBF16 ? "BF16"
+                                                  : "F32";
+      break;
     case DType::kInt32:
-      return "I32";
+      name = "I32";
+      break;
   }
-  CAIRN_FAIL("save_safetensors: unknown dtype ", int(dtype));
+  CAIRN_CHECK(name != nullptr, "save_safetensors: unknown dtype ", int(dtype));
+  return *safetensors_dtypes::find(name);
 }
 
 // ---- Loading. ----
@@ -58,7 +67,7 @@ const char* safetensors_dtype(DType dtype) {
 
 struct Entry {
   std::string name;
-  DType dtype = DType::kFloat32;
+  const StoredDType* stored = nullptr;  // the file's dtype; the tensor gets stored->loads_as
   Shape shape;
   uint64_t begin = 0;
   uint64_t end = 0;
@@ -74,17 +83,19 @@ void read_exact(std::FILE* file, void* data, size_t bytes, const std::string& pa
   }
 }
 
-DType parse_dtype(const Json& value, const std::string& name, const std::string& path) {
+const StoredDType* parse_dtype(const Json& value, const std::string& name,
+                               const std::string& path) {
   LOAD_CHECK(value.is_string(), "tensor '", name, "': \"dtype\" must be a string, got ",
              value.dump());
   const std::string& dtype = value.get_ref<const std::string&>();
-  if (dtype == "F32") return DType::kFloat32;
-  if (dtype == "I32") return DType::kInt32;
-  LOAD_FAIL("unsupported dtype ", dtype, " for tensor '", name, "'; cairn reads F32 and I32");
+  const StoredDType* stored = safetensors_dtypes::find(dtype);
+  LOAD_CHECK(stored != nullptr, "unsupported dtype ", dtype, " for tensor '", name,
+             "'; cairn reads ", safetensors_dtypes::readable_names());
+  return stored;
 }
 
-// Returns the shape; `bytes` receives numel * dtype size, computed without overflow.
-Shape parse_shape(const Json& value, const std::string& name, DType dtype, uint64_t& bytes,
+// Returns the shape; `bytes` receives numel * element_bytes, computed without overflow.
+Shape parse_shape(const Json& value, const std::string& name, size_t element_bytes, uint64_t& bytes,
                   const std::string& path) {
   LOAD_CHECK(value.is_array(), "tensor '", name, "': \"shape\" must be an array, got ",
              value.dump());
@@ -101,9 +112,8 @@ Shape parse_shape(const Json& value, const std::string& name, DType dtype, uint6
                "': the shape ", value.dump(), " has more elements than int64 can count");
     shape.push_back(int64_t(size));
   }
-  LOAD_CHECK(!__builtin_mul_overflow(uint64_t(numel), uint64_t(dtype_size(dtype)), &bytes),
-             "tensor '", name, "': the shape ", value.dump(),
-             " has more bytes than uint64 can count");
+  LOAD_CHECK(!__builtin_mul_overflow(uint64_t(numel), uint64_t(element_bytes), &bytes), "tensor '",
+             name, "': the shape ", value.dump(), " has more bytes than uint64 can count");
   return shape;
 }
 
@@ -115,9 +125,9 @@ Entry parse_entry(const std::string& name, const Json& info, uint64_t data_bytes
   }
   Entry entry;
   entry.name = name;
-  entry.dtype = parse_dtype(info["dtype"], name, path);
+  entry.stored = parse_dtype(info["dtype"], name, path);
   uint64_t bytes = 0;
-  entry.shape = parse_shape(info["shape"], name, entry.dtype, bytes, path);
+  entry.shape = parse_shape(info["shape"], name, entry.stored->bytes, bytes, path);
 
   const Json& offsets = info["data_offsets"];
   LOAD_CHECK(offsets.is_array() && offsets.size() == 2 && offsets[0].is_number_unsigned() &&
@@ -129,7 +139,7 @@ Entry parse_entry(const std::string& name, const Json& info, uint64_t data_bytes
   LOAD_CHECK(entry.begin <= entry.end, "tensor '", name, "': data_offsets ", offsets.dump(),
              " end before they begin");
   LOAD_CHECK(entry.end - entry.begin == bytes, "tensor '", name, "': data_offsets ", offsets.dump(),
-             " span ", entry.end - entry.begin, " bytes, but ", dtype_name(entry.dtype), " ",
+             " span ", entry.end - entry.begin, " bytes, but ", entry.stored->name, " ",
              shape_str(entry.shape), " needs ", bytes);
   LOAD_CHECK(entry.end <= data_bytes, "tensor '", name, "': data_offsets ", offsets.dump(),
              " reach past the end of the ", data_bytes, "-byte data section");
@@ -181,7 +191,8 @@ void check_tiling(std::vector<const Entry*> entries, uint64_t data_bytes, const 
 // ---- Saving. ----
 
 void save_safetensors(const std::string& path, const NamedTensors& tensors,
-                      const std::map<std::string, std::string>& metadata) {
+                      const std::map<std::string, std::string>& metadata,
+                      FloatFormat float_format) {
   // Everything that can be checked is checked before the temp file exists.
   Json header = Json::object();
   if (!metadata.empty()) {
@@ -197,12 +208,14 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
     CAIRN_CHECK(seen.insert(name).second, "save_safetensors: ", path, ": duplicate tensor name '",
                 name, "'");
     CAIRN_CHECK(tensor.defined(), "save_safetensors: ", path, ": tensor '", name, "' is undefined");
+    const StoredDType& stored = stored_dtype(tensor.dtype(), float_format);
+    const uint64_t bytes = uint64_t(tensor.numel()) * stored.bytes;
     Json info = Json::object();
-    info["dtype"] = safetensors_dtype(tensor.dtype());
+    info["dtype"] = stored.name;
     info["shape"] = tensor.shape();
-    info["data_offsets"] = Json::array({offset, offset + tensor.nbytes()});
+    info["data_offsets"] = Json::array({offset, offset + bytes});
     header[name] = std::move(info);
-    offset += tensor.nbytes();
+    offset += bytes;
   }
 
   std::string text;
@@ -226,7 +239,17 @@ void save_safetensors(const std::string& path, const NamedTensors& tensors,
   for (const auto& [name, tensor] : tensors) {
     // One host copy at a time, so that saving a model on the GPU never holds two copies of it.
     const Tensor host = tensor.to_host();
-    file.write(host.raw_data(), host.nbytes());
+    const StoredDType& stored = stored_dtype(host.dtype(), float_format);
+    if (safetensors_dtypes::is_native(stored)) {
+      file.write(host.raw_data(), host.nbytes());
+    } else {
+      // A value F16 or BF16 cannot hold throws here; the temporary file is then removed and a
+      // previously saved file is left as it was.
+      std::vector<unsigned char> bytes(size_t(host.numel()) * stored.bytes);
+      safetensors_dtypes::encode_float(host, stored, bytes.data(),
+                                       "save_safetensors: " + path + ": tensor '" + name + "'");
+      file.write(bytes.data(), bytes.size());
+    }
   }
   file.commit();
 }
@@ -288,19 +311,29 @@ SafetensorsFile load_safetensors(const std::string& path) {
   for (const Entry& entry : entries) by_offset.push_back(&entry);
   check_tiling(by_offset, data_bytes, path);
 
-  // The tiling check bounds the total allocation by the file's size. Reading in header order
-  // seeks when the header is not in offset order, which is rare and cheap.
+  // The tiling check bounds the total allocation by the file's size (four times it at most, for
+  // one-byte types widened to int32). Reading in header order seeks when the header is not in
+  // offset order, which is rare and cheap.
   result.tensors.reserve(entries.size());
+  std::vector<unsigned char> converted;  // the file's bytes of a tensor stored in another dtype
   for (const Entry& entry : entries) {
-    Tensor tensor = Tensor::empty(entry.shape, Device::cpu(), entry.dtype);
+    Tensor tensor = Tensor::empty(entry.shape, Device::cpu(), entry.stored->loads_as);
     if (tensor.nbytes() > 0) {
       const uint64_t position = kLengthFieldBytes + header_bytes + entry.begin;
       LOAD_CHECK(
           position <= uint64_t(INT64_MAX) && ::fseeko(file.get(), off_t(position), SEEK_SET) == 0,
           "cannot seek to tensor '", entry.name, "': ", std::strerror(errno));
       const std::string what = "tensor '" + entry.name + "'";
-      read_exact(file.get(), tensor.raw_data(), tensor.nbytes(), path, what.c_str());
+      if (safetensors_dtypes::is_native(*entry.stored)) {
+        read_exact(file.get(), tensor.raw_data(), tensor.nbytes(), path, what.c_str());
+      } else {
+        converted.resize(size_t(entry.end - entry.begin));
+        read_exact(file.get(), converted.data(), converted.size(), path, what.c_str());
+        safetensors_dtypes::decode(*entry.stored, converted.data(), tensor,
+                                   "load_safetensors: " + path + ": " + what);
+      }
     }
+    result.stored_dtypes[entry.name] = entry.stored->name;
     result.tensors.emplace_back(entry.name, std::move(tensor));
   }
   return result;

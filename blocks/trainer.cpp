@@ -94,6 +94,7 @@ void Trainer::step(int64_t batch_size) {
                   shape_str(parameter.shape()));
     }
   }
+  if (reducer_) reducer_->finish();  // data-parallel: gradients become means over the ranks
   const std::vector<std::string> slot_names = optimizer_->slot_names();
   for (Entry& entry : entries_) {
     const Parameter& parameter = *entry.parameter;

@@ -26,6 +26,8 @@
 #include "cairn/blocks/optimizer.h"
 #include "cairn/blocks/parameter.h"
 #include "cairn/blocks/safetensors.h"
+#include "cairn/dist/communicator.h"
+#include "cairn/dist/gradient_reducer.h"
 
 namespace cairn {
 
@@ -39,6 +41,23 @@ class Trainer {
   // grad_scale = 1 / batch_size. Every such parameter must be initialised by now (a deferred one
   // completes at the network's first forward): the error names the first one that is not.
   void step(int64_t batch_size);
+
+  // Data-parallel training over `communicator` (one process per GPU or CPU worker, launched by
+  // mpirun; blocks/trainer_data_parallel.cpp). Every rank calls it with the same network, after
+  // the parameters are initialised (run one forward first if shapes are deferred). It checks that
+  // the ranks hold the same parameter names and shapes, then broadcasts rank 0's parameters (and
+  // optimizer state, after a resume) so every rank starts equal whatever its seed. From then on
+  // each backward() starts averaging gradients in buckets as they are produced, and step() waits
+  // for the averages before the update: every rank applies the same update and keeps the same
+  // optimizer state. step(batch_size) takes this rank's batch size; with equal batches on every
+  // rank (DataLoader's shards) the update is the one single-process training on the union of the
+  // ranks' batches would make (mean over the global batch).
+  void enable_data_parallel(dist::CommunicatorPtr communicator,
+                            const dist::BucketOptions& options = {});
+  bool data_parallel() const { return reducer_ != nullptr; }
+  // The communicator given to enable_data_parallel(), else null.
+  const dist::CommunicatorPtr& communicator() const { return communicator_; }
+  const dist::GradientReducer* gradient_reducer() const { return reducer_.get(); }
 
   // Completed step() calls.
   int64_t steps() const { return steps_; }
@@ -79,6 +98,8 @@ class Trainer {
   std::vector<Entry> entries_;
   std::shared_ptr<Optimizer> optimizer_;
   int64_t steps_ = 0;
+  dist::CommunicatorPtr communicator_;
+  std::shared_ptr<dist::GradientReducer> reducer_;
 };
 
 }  // namespace cairn

@@ -1,5 +1,6 @@
 #include "cairn/core/autograd.h"
 
+#include <algorithm>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -65,7 +66,36 @@ bool move_into_grad(TensorImpl& grad, const Tensor& fresh) {
   return true;
 }
 
+// Applies a leaf's GradReq to the summed gradient, then runs the leaf's grad-ready hooks.
+void finalize_leaf(TensorImpl* leaf, const Tensor& sum) {
+  if (leaf->grad == nullptr) return;  // kNull leaves never get here; defensive
+  Tensor grad(leaf->grad);
+  if (leaf->grad_req == GradReq::kAdd) {
+    const Tensor total = ops::add(grad, sum);
+    if (!move_into_grad(*leaf->grad, total)) grad.copy_from(total);
+  } else if (!move_into_grad(*leaf->grad, sum)) {
+    grad.copy_from(sum);
+  }
+  // A copy: a hook may add or remove hooks.
+  const auto hooks = leaf->grad_ready_hooks;
+  for (const auto& hook : hooks) hook.second();
+}
+
 }  // namespace
+
+void add_grad_ready_hook(const Tensor& leaf, const void* owner, std::function<void()> hook) {
+  CAIRN_CHECK(leaf.defined() && leaf.is_leaf() && leaf.grad_req() != GradReq::kNull,
+              "add_grad_ready_hook: the tensor must be a leaf that receives a gradient");
+  leaf.impl()->grad_ready_hooks.emplace_back(owner, std::move(hook));
+}
+
+void remove_grad_ready_hooks(const Tensor& leaf, const void* owner) {
+  if (!leaf.defined()) return;
+  auto& hooks = leaf.impl()->grad_ready_hooks;
+  hooks.erase(std::remove_if(hooks.begin(), hooks.end(),
+                             [owner](const auto& hook) { return hook.first == owner; }),
+              hooks.end());
+}
 
 RecordScope::RecordScope() : previous_(t_recording) { t_recording = true; }
 RecordScope::~RecordScope() { t_recording = previous_; }
@@ -110,20 +140,42 @@ void backward(const Tensor& root, const Tensor& head_grad) {
   PauseScope no_recording;  // the backward ops themselves are not recorded
   std::unordered_map<const TensorImpl*, Tensor> grads;
   std::unordered_map<const TensorImpl*, Tensor> leaf_grads;
-  std::vector<TensorImpl*> leaves;
 
   Node* root_node = root.impl()->grad_fn.get();
   if (root_node == nullptr) {
     CAIRN_CHECK(root.impl()->grad_req != GradReq::kNull,
                 "backward: the tensor was not computed inside autograd::RecordScope from anything "
                 "that needs a gradient");
-    leaf_grads.emplace(root.impl().get(), head);
-    leaves.push_back(root.impl().get());
+    finalize_leaf(root.impl().get(), head);
   } else {
     grads.emplace(root.impl().get(), head);
-    for (Node* node : consumers_first_order(root_node)) {
+    const std::vector<Node*> order = consumers_first_order(root_node);
+    // A leaf's gradient is final once every node that takes it has run: count those uses, so that
+    // each leaf is finalised (and its hooks run) as early as possible.
+    std::unordered_map<const TensorImpl*, int64_t> uses_left;
+    for (Node* node : order) {
+      for (const Tensor& input : node->inputs) {
+        if (input.requires_grad() && input.impl()->grad_fn == nullptr)
+          ++uses_left[input.impl().get()];
+      }
+    }
+    auto release_uses = [&](Node* node) {
+      for (const Tensor& input : node->inputs) {
+        if (!input.requires_grad() || input.impl()->grad_fn != nullptr) continue;
+        TensorImpl* leaf = input.impl().get();
+        if (--uses_left[leaf] != 0) continue;
+        auto sum = leaf_grads.find(leaf);
+        if (sum == leaf_grads.end()) continue;
+        finalize_leaf(leaf, sum->second);
+        leaf_grads.erase(sum);
+      }
+    };
+    for (Node* node : order) {
       auto found = grads.find(node->output);
-      if (found == grads.end()) continue;  // nothing flowed into this node
+      if (found == grads.end()) {  // nothing flowed into this node
+        release_uses(node);
+        continue;
+      }
       const Tensor grad_output = found->second;
       grads.erase(found);  // free intermediate gradients as soon as they are used
       std::vector<Tensor> input_grads = node->backward(grad_output);
@@ -140,22 +192,11 @@ void backward(const Tensor& root, const Tensor& head_grad) {
         if (impl->grad_fn != nullptr) {
           accumulate(grads, impl, input_grads[i]);
         } else {
-          if (leaf_grads.find(impl) == leaf_grads.end()) leaves.push_back(impl);
           accumulate(leaf_grads, impl, input_grads[i]);
         }
       }
-    }
-  }
-
-  for (TensorImpl* leaf : leaves) {
-    const Tensor& sum = leaf_grads.at(leaf);
-    if (leaf->grad == nullptr) continue;  // kNull leaves never get here; defensive
-    Tensor grad(leaf->grad);
-    if (leaf->grad_req == GradReq::kAdd) {
-      const Tensor total = ops::add(grad, sum);
-      if (!move_into_grad(*leaf->grad, total)) grad.copy_from(total);
-    } else if (!move_into_grad(*leaf->grad, sum)) {
-      grad.copy_from(sum);
+      input_grads.clear();  // so that a leaf's gradient held only by leaf_grads can be moved in
+      release_uses(node);
     }
   }
 }

@@ -60,6 +60,14 @@ bool should_record(const std::vector<Tensor>& inputs);
 // runs the numerics check (numerics.h) when it is on.
 void record(const char* op, std::vector<Tensor> inputs, Tensor& output, BackwardFn backward);
 
+// Runs `hook` whenever a backward() has finished writing `leaf`'s gradient (its GradReq applied),
+// as soon as no node left in that backward can add to it: while the rest of the graph is still
+// being worked through. Data-parallel training starts each gradient's reduction there, overlapping
+// communication with the rest of backward (PyTorch's post-accumulate-grad hooks, DDP's buckets).
+// A leaf no gradient reached in that backward gets no call. `owner` keys the hook for removal.
+void add_grad_ready_hook(const Tensor& leaf, const void* owner, std::function<void()> hook);
+void remove_grad_ready_hooks(const Tensor& leaf, const void* owner);
+
 // Runs backward from `root`. Without a head gradient, root must have exactly one element.
 // On the CPU a leaf's grad tensor may take over the buffer its gradient was computed in instead
 // of copying it, so grad().data() can change address across backward(); on the GPU it never does

@@ -6,8 +6,10 @@
 
 #include <array>
 #include <atomic>
+#include <map>
 #include <mutex>
 
+#include "cairn/core/allocator.h"
 #include "cairn/core/error.h"
 
 namespace cairn::cuda {
@@ -16,17 +18,23 @@ namespace {
 constexpr int kMaxDevices = 64;
 
 struct DeviceState {
-  std::once_flag created;
+  std::mutex create_mutex;  // guards creation and shutdown
+  std::atomic<bool> created{false};
   cudaStream_t stream = nullptr;
   cublasHandle_t blas = nullptr;
   cublasLtHandle_t lt = nullptr;
+  std::mutex blas_mutex;  // held by a BlasLease: binding and calling the handle
+  // cuBLAS workspaces per stream (the handle is one per device), from cairn's allocator on that
+  // stream, so each is only ever used in that stream's order. Guarded by blas_mutex.
+  std::map<cudaStream_t, void*> blas_workspaces;
+  size_t blas_workspace_bytes = 0;
 };
 
 std::atomic<kernels::MatmulPrecision> g_precision{kernels::MatmulPrecision::kFloat32};
 std::atomic<bool> g_deterministic{true};
 
 // Deliberately leaked: destroying streams and handles from a static destructor would race the
-// CUDA runtime's own teardown at exit.
+// CUDA runtime's own teardown at exit. shutdown() frees them on request.
 std::array<DeviceState, kMaxDevices>& device_states() {
   static auto* states = new std::array<DeviceState, kMaxDevices>();
   return *states;
@@ -38,17 +46,31 @@ struct StreamOverride {
 };
 thread_local std::array<StreamOverride, kMaxDevices> t_overrides;
 
+// cuBLAS's recommended workspace: 32 MiB on Hopper and later, 4 MiB before.
+size_t blas_workspace_bytes(const Device& device) {
+  int major = 0;
+  CAIRN_CUDA_CHECK(
+      cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device.index()));
+  return size_t(major >= 9 ? 32 : 4) << 20;
+}
+
 DeviceState& state_for(const Device& device) {
   CAIRN_CHECK(device.is_cuda(), "cuda context: ", device, " is not a CUDA device");
   CAIRN_CHECK(device.index() < cuda_device_count(), "cuda context: ", device, " is not available (",
               cuda_device_count(), " CUDA devices; ", cuda_unavailable_reason(), ")");
   DeviceState& state = device_states()[device.index()];
-  std::call_once(state.created, [&] {
+  if (state.created.load(std::memory_order_acquire)) return state;
+  std::lock_guard<std::mutex> lock(state.create_mutex);
+  if (!state.created.load(std::memory_order_relaxed)) {
     DeviceGuard guard(device);
-    CAIRN_CUDA_CHECK(cudaStreamCreateWithFlags(&state.stream, cudaStreamNonBlocking));
-    CAIRN_CUBLAS_CHECK(cublasCreate(&state.blas));
-    CAIRN_CUBLAS_CHECK(cublasLtCreate(&state.lt));
-  });
+    if (state.stream == nullptr) {
+      CAIRN_CUDA_CHECK(cudaStreamCreateWithFlags(&state.stream, cudaStreamNonBlocking));
+    }
+    if (state.blas == nullptr) CAIRN_CUBLAS_CHECK(cublasCreate(&state.blas));
+    if (state.lt == nullptr) CAIRN_CUBLAS_CHECK(cublasLtCreate(&state.lt));
+    state.blas_workspace_bytes = blas_workspace_bytes(device);
+    state.created.store(true, std::memory_order_release);
+  }
   return state;
 }
 
@@ -60,16 +82,26 @@ Stream current_stream(const Device& device) {
   return override_.active ? override_.stream : state.stream;
 }
 
-kernels::BlasHandle blas_handle(const Device& device) {
+BlasLease::BlasLease(const Device& device) {
   DeviceState& state = state_for(device);
-  // Binding is cheap and keeps the handle on whichever stream is current for this call.
-  CAIRN_CUBLAS_CHECK(cublasSetStream(state.blas, current_stream(device)));
+  const cudaStream_t stream = current_stream(device);
+  lock_ = std::unique_lock<std::mutex>(state.blas_mutex);
+  void*& workspace = state.blas_workspaces[stream];
+  const size_t workspace_bytes = state.blas_workspace_bytes;
+  if (workspace == nullptr) {
+    // Keyed by the stream, never by a capturing graph's pool: the workspace outlives any graph
+    // and serves eager calls and replays on this stream alike, in the stream's order.
+    workspace = cuda_allocator(device.index()).allocate(workspace_bytes, stream);
+  }
+  // cublasSetStream resets the workspace to cuBLAS's own pool, so the workspace comes after it.
+  CAIRN_CUBLAS_CHECK(cublasSetStream(state.blas, stream));
+  CAIRN_CUBLAS_CHECK(cublasSetWorkspace(state.blas, workspace, workspace_bytes));
   CAIRN_CUBLAS_CHECK(cublasSetMathMode(
       state.blas, g_precision.load() == kernels::MatmulPrecision::kTf32 ? CUBLAS_TF32_TENSOR_OP_MATH
                                                                         : CUBLAS_DEFAULT_MATH));
   CAIRN_CUBLAS_CHECK(cublasSetAtomicsMode(
       state.blas, g_deterministic.load() ? CUBLAS_ATOMICS_NOT_ALLOWED : CUBLAS_ATOMICS_ALLOWED));
-  return state.blas;
+  handle_ = state.blas;
 }
 
 kernels::LtHandle lt_handle(const Device& device) {
@@ -90,8 +122,11 @@ DeviceGuard::~DeviceGuard() {
   if (previous_ >= 0) cudaSetDevice(previous_);  // destructors never throw
 }
 
-StreamGuard::StreamGuard(const Device& device, Stream stream) : device_index_(device.index()) {
-  state_for(device);  // validates the device
+StreamGuard::StreamGuard(const Device& device, Stream stream)
+    : device_index_(device.index()), stream_(stream) {
+  DeviceState& state = state_for(device);  // validates the device
+  foreign_ = stream != state.stream;
+  if (foreign_) cuda_allocator(device_index_).guard_stream(stream);
   StreamOverride& slot = t_overrides[device_index_];
   had_previous_ = slot.active;
   previous_ = slot.stream;
@@ -103,12 +138,39 @@ StreamGuard::~StreamGuard() {
   StreamOverride& slot = t_overrides[device_index_];
   slot.active = had_previous_;
   slot.stream = previous_;
+  if (foreign_) cuda_allocator(device_index_).unguard_stream(stream_);
 }
 
 void synchronize(const Device& device) {
   if (!device.is_cuda()) return;
   DeviceGuard guard(device);
   CAIRN_CUDA_CHECK(cudaStreamSynchronize(current_stream(device)));
+}
+
+void shutdown() {
+  const int devices = cuda_device_count();
+  for (int index = 0; index < devices && index < kMaxDevices; ++index) {
+    DeviceState& state = device_states()[index];
+    std::lock_guard<std::mutex> create(state.create_mutex);
+    if (!state.created.load()) continue;
+    const Device device = Device::cuda(index);
+    DeviceGuard guard(device);
+    CAIRN_CUDA_CHECK(cudaDeviceSynchronize());
+    CachingAllocator& allocator = cuda_allocator(index);
+    {
+      std::lock_guard<std::mutex> blas(state.blas_mutex);
+      for (auto& [stream, workspace] : state.blas_workspaces) allocator.deallocate(workspace);
+      state.blas_workspaces.clear();
+      CAIRN_CUBLAS_CHECK(cublasDestroy(state.blas));
+      state.blas = nullptr;
+    }
+    CAIRN_CUBLAS_CHECK(cublasLtDestroy(state.lt));
+    state.lt = nullptr;
+    CAIRN_CUDA_CHECK(cudaStreamDestroy(state.stream));
+    state.stream = nullptr;
+    state.created.store(false);
+    allocator.empty_cache();
+  }
 }
 
 }  // namespace cairn::cuda

@@ -5,6 +5,8 @@
 // inside the guard's scope (kernels, cuBLAS calls, copies, allocations) goes to that stream.
 #pragma once
 
+#include <mutex>
+
 #include "cairn/core/device.h"
 #include "cairn/kernels/common.h"
 #include "cairn/kernels/dense.h"
@@ -30,10 +32,25 @@ using Stream = kernels::StreamHandle;  // == cudaStream_t
 // The stream ops on `device` launch on now: the innermost StreamGuard's, else cairn's own.
 Stream current_stream(const Device& device);
 
-// A cuBLAS handle for `device`, bound to current_stream(device), in the math mode that
-// matmul_precision() asks for.
-kernels::BlasHandle blas_handle(const Device& device);
-// The device's cuBLASLt handle (stream-free: cuBLASLt takes the stream per call).
+// Exclusive use of the device's cuBLAS handle while in scope, bound to current_stream(device), to
+// a workspace from cairn's allocator kept for that stream, and to the math mode matmul_precision()
+// and deterministic() ask for. A cuBLAS handle's stream, workspace and modes are handle state,
+// so binding and calling must not interleave between threads: the lease holds the device's lock.
+// The workspace matters under graph capture: without one, cuBLAS (12.2+) allocates its own for
+// the graph, outside cairn's allocator. Hold the lease only around cuBLAS calls.
+class BlasLease {
+ public:
+  explicit BlasLease(const Device& device);
+  BlasLease(const BlasLease&) = delete;
+  BlasLease& operator=(const BlasLease&) = delete;
+  kernels::BlasHandle handle() const { return handle_; }
+
+ private:
+  std::unique_lock<std::mutex> lock_;  // the device's cuBLAS lock
+  kernels::BlasHandle handle_ = nullptr;
+};
+// The device's cuBLASLt handle (stream-free: cuBLASLt takes the stream and workspace per call, and
+// a handle may be used by several threads at once).
 kernels::LtHandle lt_handle(const Device& device);
 
 // Makes `device` the current CUDA device for the calling thread while in scope.
@@ -52,6 +69,9 @@ class DeviceGuard {
 // Freed device memory is reused only by later work on the stream it was allocated for, so a
 // tensor allocated on one stream and used on another must stay alive until that use is done
 // (synchronise the other stream before dropping the last handle), as with PyTorch's streams.
+// The stream may be destroyed once the last guard on it has ended: a new stream that a later
+// guard finds at the same address is ordered after the old one's work (see
+// CachingAllocator::guard_stream).
 class StreamGuard {
  public:
   StreamGuard(const Device& device, Stream stream);
@@ -61,12 +81,21 @@ class StreamGuard {
 
  private:
   int device_index_;
+  Stream stream_;
   Stream previous_;
   bool had_previous_;
+  bool foreign_;  // not cairn's own stream: the allocator tracks it
 };
 
 // Waits for everything cairn queued on the device's current stream.
 void synchronize(const Device& device);
+
+// Frees what cairn keeps for the process's lifetime on every device it has used: cached device
+// memory, cuBLAS workspaces, streams and cuBLAS/cuBLASLt handles, after waiting for the devices.
+// For leak checkers (compute-sanitizer --leak-check full) and for applications that want the
+// memory back; call it once no cairn tensor, graph or loader is alive and no other thread uses
+// cairn. cairn recreates what it needs if used again afterwards. A no-op where no device was used.
+void shutdown();
 
 }  // namespace cairn::cuda
 

@@ -28,7 +28,11 @@ std::unique_ptr<Graph> Graph::capture(const Device& device, const std::function<
   std::unique_ptr<Graph> graph(new Graph(device));
   DeviceGuard guard(device);
   cudaStream_t stream = current_stream(device);
+  CachingAllocator& allocator = cuda_allocator(device.index());
+  // From here until the capture ends the allocator frees nothing (see allocator.h).
+  allocator.begin_capture(graph.get());
   // Relaxed: allocating new memory (cudaMalloc) is allowed while the pool warms up.
+  // (On any throw from here, ~Graph releases the pool, which also ends its capture.)
   CAIRN_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed));
   cudaGraph_t captured = nullptr;
   try {
@@ -39,10 +43,12 @@ std::unique_ptr<Graph> Graph::capture(const Device& device, const std::function<
     cudaStreamEndCapture(stream, &captured);
     if (captured != nullptr) cudaGraphDestroy(captured);
     cudaGetLastError();
-    cuda_allocator(device.index()).release_pool(graph.get());
+    allocator.release_pool(graph.get());
     throw;
   }
-  CAIRN_CUDA_CHECK(cudaStreamEndCapture(stream, &captured));
+  const cudaError_t ended = cudaStreamEndCapture(stream, &captured);
+  allocator.end_capture(graph.get());
+  CAIRN_CUDA_CHECK(ended);
   graph->graph_ = captured;
   size_t nodes = 0;
   CAIRN_CUDA_CHECK(cudaGraphGetNodes(captured, nullptr, &nodes));

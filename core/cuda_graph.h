@@ -2,7 +2,9 @@
 // with one launch afterwards (cairn's hybridize()).
 //
 // Memory allocated while capturing comes from a pool private to the graph: the graph's kernels
-// keep using those addresses on every replay, so no other work may ever be handed them. A
+// keep using those addresses on every replay, so no other work may ever be handed them (an eager
+// block freed during the capture joins the pool too; emptying the cache spares live pools and is
+// refused during a capture: see allocator.h). A
 // function that waits for the device from the host (item(), to_host(), a `while` on a norm)
 // cannot be captured: capture() then throws a cairn::Error naming the op, and the stream is left
 // usable for eager work.

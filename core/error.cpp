@@ -79,7 +79,13 @@ void throw_curand_error(int status, const char* expr, const char* file, int line
 void check_launch(const char* kernel_name, void* stream, const char* file, int line) {
   cudaError_t status = cudaGetLastError();
   if (status == cudaSuccess && sync_after_launch()) {
-    status = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+    // A stream being captured into a CUDA graph runs nothing until replay, and synchronising it
+    // would invalidate the capture: the launch is checked again when the graph is replayed.
+    cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+    status = cudaStreamIsCapturing(static_cast<cudaStream_t>(stream), &capture);
+    if (status == cudaSuccess && capture == cudaStreamCaptureStatusNone) {
+      status = cudaStreamSynchronize(static_cast<cudaStream_t>(stream));
+    }
   }
   if (status != cudaSuccess) {
     cudaGetLastError();

@@ -71,11 +71,16 @@ Tensor matmul(const Tensor& a, const Tensor& b, Transpose transpose_a = Transpos
               Transpose transpose_b = Transpose::kNo);
 // x (N, in) * weight (out, in)^T + bias (out) -> (N, out): a Dense layer's affine map.
 Tensor linear(const Tensor& x, const Tensor& weight, const Tensor& bias);
-// relu(linear(...)) or linear(...) with a bias. On a GPU one cuBLASLt call with the bias (and
-// ReLU) epilogue forward, and one with the bias-gradient epilogue for dW and db backward; on the
-// CPU the same function composed from the ops above.
+// relu(linear(...)) or linear(...) with a bias. On a GPU one cuBLASLt call with the bias
+// epilogue (then cairn's ReLU, which keeps NaN) forward, and one with the bias-gradient epilogue
+// for dW and db backward; on the CPU the same function composed from the ops above.
 enum class DenseActivation { kNone, kRelu };
 Tensor dense(const Tensor& x, const Tensor& weight, const Tensor& bias, DenseActivation activation);
+// Debug switch, on by default: off, dense on a GPU takes the path it takes where cuBLASLt has no
+// fused algorithm for a shape (cuBLAS GEMM, cairn's bias and ReLU kernels), read at each forward
+// and backward. Tests hold the fused path against it.
+void set_fused_dense(bool enabled);
+bool fused_dense();
 
 // ---- Shape ----
 Tensor reshape(const Tensor& x, const Shape& shape);  // shares the data; -1 is inferred

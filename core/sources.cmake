@@ -12,6 +12,7 @@ set(CAIRN_CORE_SOURCES
   core/tensor.cpp
   core/autograd.cpp
   core/numerics.cpp
+  core/half_float.cpp
   core/ops/unary_ops.cpp
   core/ops/binary_ops.cpp
   core/ops/reduce_ops.cpp

@@ -60,7 +60,8 @@ std::shared_ptr<Storage> Storage::borrow(void* data, size_t bytes, const Device&
 Storage::~Storage() {
   if (!owned_ || data_ == nullptr) return;
   if (device_.is_cuda()) {
-    cuda_allocator(device_.index()).deallocate(data_);
+    // A block freed while this thread captures a graph may be read by that graph on replays.
+    cuda_allocator(device_.index()).deallocate(data_, cuda::capture_pool());
   } else {
     host_deallocate(data_, bytes_);
   }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <ostream>
 #include <string>
@@ -34,6 +35,9 @@ struct TensorImpl {
   GradReq grad_req = GradReq::kNull;
   std::shared_ptr<TensorImpl> grad;
   std::shared_ptr<autograd::Node> grad_fn;
+  // A leaf's hooks, run by backward() once its gradient is final (autograd::add_grad_ready_hook),
+  // each under the key of whoever added it.
+  std::vector<std::pair<const void*, std::function<void()>>> grad_ready_hooks;
 };
 
 class Tensor {

@@ -19,11 +19,11 @@ namespace {
 }
 }  // namespace
 
-void dense_forward(LtHandle, const float*, const float*, const float*, float*, int64_t, int64_t,
-                   int64_t, DenseEpilogue, MatmulPrecision, void*, size_t, StreamHandle) {
+bool dense_forward(LtHandle, const float*, const float*, const float*, float*, int64_t, int64_t,
+                   int64_t, MatmulPrecision, void*, size_t, StreamHandle) {
   no_cuda("dense_forward");
 }
-void dense_weight_backward(LtHandle, const float*, const float*, float*, float*, int64_t, int64_t,
+bool dense_weight_backward(LtHandle, const float*, const float*, float*, float*, int64_t, int64_t,
                            int64_t, MatmulPrecision, void*, size_t, StreamHandle) {
   no_cuda("dense_weight_backward");
 }

@@ -1,10 +1,20 @@
-// The fused Dense op: cuBLASLt epilogues on the GPU, the composed ops on the CPU.
+// The fused Dense op: cuBLASLt epilogues on the GPU, the composed ops on the CPU (and on the GPU
+// where cuBLASLt has no fused algorithm).
+#include <atomic>
+
 #include "cairn/core/autograd.h"
 #include "cairn/core/ops.h"
 #include "cairn/core/ops/op_support.h"
 #include "cairn/kernels/dense.h"
+#include "cairn/kernels/elementwise.h"
 
 namespace cairn::ops {
+namespace {
+std::atomic<bool> g_fused_dense{true};
+}  // namespace
+
+void set_fused_dense(bool enabled) { g_fused_dense.store(enabled); }
+bool fused_dense() { return g_fused_dense.load(); }
 
 Tensor dense(const Tensor& x, const Tensor& weight, const Tensor& bias,
              DenseActivation activation) {
@@ -22,46 +32,59 @@ Tensor dense(const Tensor& x, const Tensor& weight, const Tensor& bias,
   CAIRN_CHECK(bias.ndim() == 1 && bias.dim(0) == out, kOp, ": bias ", shape_str(bias.shape()),
               " does not match weight ", shape_str(weight.shape()));
 
-  if (x.device().is_cpu() || n == 0 || in == 0 || out == 0) {
+  // The CPU's path, and the GPU's fallback: every op records its own backward.
+  auto composed = [&] {
     const Tensor y = linear(x, weight, bias);
     return activation == DenseActivation::kRelu ? relu(y) : y;
-  }
+  };
+  if (x.device().is_cpu() || n == 0 || in == 0 || out == 0 || !fused_dense()) return composed();
 
   const Device device = x.device();
   const kernels::MatmulPrecision precision = matmul_precision();
   Tensor y = Tensor::empty({n, out}, device);
   {
     cuda::DeviceGuard guard(device);
+    const cuda::Stream stream = cuda::current_stream(device);
     auto workspace = detail::workspace(device, kernels::cuda::kLtWorkspaceBytes);
-    kernels::cuda::dense_forward(
-        cuda::lt_handle(device), x.data(), weight.data(), bias.data(), y.data(), n, in, out,
-        activation == DenseActivation::kRelu ? kernels::DenseEpilogue::kReluBias
-                                             : kernels::DenseEpilogue::kBias,
-        precision, workspace->data(), kernels::cuda::kLtWorkspaceBytes,
-        cuda::current_stream(device));
+    if (!kernels::cuda::dense_forward(cuda::lt_handle(device), x.data(), weight.data(), bias.data(),
+                                      y.data(), n, in, out, precision, workspace->data(),
+                                      kernels::cuda::kLtWorkspaceBytes, stream)) {
+      return composed();  // no fused algorithm for this shape (said once by dense_forward)
+    }
+    // cairn's ReLU, in place, not the RELU_BIAS epilogue, which turns NaN into 0 (see dense.h).
+    if (activation == DenseActivation::kRelu) {
+      kernels::cuda::unary(kernels::UnaryOp::kRelu, y.data(), y.data(), y.numel(), 0.0f, stream);
+    }
   }
   const Tensor saved_y = y.detach();
-  autograd::record(kOp, {x, weight, bias}, y,
-                   [x, weight, bias, saved_y, activation, precision](const Tensor& dy) {
-                     // y > 0 exactly where the pre-activation was, so y stands in for it.
-                     const Tensor dz =
-                         activation == DenseActivation::kRelu ? relu_backward(saved_y, dy) : dy;
-                     Tensor dx, dw, db;
-                     if (x.requires_grad()) dx = matmul(dz, weight.detach());
-                     if (weight.requires_grad() || bias.requires_grad()) {
-                       const Device device = dz.device();
-                       const int64_t n = dz.dim(0), out = dz.dim(1), in = x.dim(1);
-                       dw = Tensor::empty({out, in}, device);
-                       db = Tensor::empty({out}, device);
-                       cuda::DeviceGuard guard(device);
-                       auto workspace = detail::workspace(device, kernels::cuda::kLtWorkspaceBytes);
-                       kernels::cuda::dense_weight_backward(
-                           cuda::lt_handle(device), dz.data(), x.data(), dw.data(), db.data(), n,
-                           in, out, precision, workspace->data(), kernels::cuda::kLtWorkspaceBytes,
-                           cuda::current_stream(device));
-                     }
-                     return std::vector<Tensor>{dx, dw, db};
-                   });
+  autograd::record(
+      kOp, {x, weight, bias}, y,
+      [x, weight, bias, saved_y, activation, precision](const Tensor& dy) {
+        // y > 0 exactly where the pre-activation was (NaN in neither), so y stands in for it.
+        const Tensor dz = activation == DenseActivation::kRelu ? relu_backward(saved_y, dy) : dy;
+        Tensor dx, dw, db;
+        if (x.requires_grad()) dx = matmul(dz, weight.detach());
+        if (weight.requires_grad() || bias.requires_grad()) {
+          const Device device = dz.device();
+          const int64_t n = dz.dim(0), out = dz.dim(1), in = x.dim(1);
+          dw = Tensor::empty({out, in}, device);
+          db = Tensor::empty({out}, device);
+          bool fused = false;
+          if (fused_dense()) {
+            cuda::DeviceGuard guard(device);
+            auto workspace = detail::workspace(device, kernels::cuda::kLtWorkspaceBytes);
+            fused = kernels::cuda::dense_weight_backward(
+                cuda::lt_handle(device), dz.data(), x.data(), dw.data(), db.data(), n, in, out,
+                precision, workspace->data(), kernels::cuda::kLtWorkspaceBytes,
+                cuda::current_stream(device));
+          }
+          if (!fused) {  // as linear's backward computes them
+            dw = matmul(dz, x.detach(), Transpose::kYes, Transpose::kNo);
+            db = sum_columns(dz);
+          }
+        }
+        return std::vector<Tensor>{dx, dw, db};
+      });
   return y;
 }
 

@@ -42,7 +42,10 @@ Tensor matmul(const Tensor& a, const Tensor& b, Transpose transpose_a, Transpose
   const kernels::ColumnMajorGemmPlan plan = kernels::plan_gemm(request);
   detail::dispatch(
       a.device(), [&] { kernels::cpu::gemm(plan); },
-      [&](cuda::Stream) { kernels::cuda::gemm(plan, cuda::blas_handle(a.device())); });
+      [&](cuda::Stream) {
+        const cuda::BlasLease blas(a.device());
+        kernels::cuda::gemm(plan, blas.handle());
+      });
 
   autograd::record(kOp, {a, b}, c, [a, b, transpose_a, transpose_b](const Tensor& dc) {
     const Tensor a_data = a.detach(), b_data = b.detach();

@@ -65,6 +65,15 @@ std::string panel(double x0, const std::string& label, double low, double high, 
 
 }  // namespace
 
+size_t best_row(const std::vector<EpochRow>& rows) {
+  if (rows.empty()) throw std::invalid_argument("curves::best_row: no rows");
+  size_t best = 0;
+  for (size_t i = 1; i < rows.size(); ++i) {
+    if (rows[i].test_accuracy > rows[best].test_accuracy) best = i;
+  }
+  return best;
+}
+
 std::vector<EpochRow> read_csv(const std::string& path) {
   std::vector<EpochRow> rows;
   std::ifstream in(path);

@@ -11,6 +11,10 @@ struct EpochRow {
   double train_loss = 0, train_accuracy = 0, test_accuracy = 0, seconds = 0, samples_per_second = 0;
 };
 
+// The index of the row with the highest test accuracy, the earliest of equals; `rows` must not be
+// empty.
+size_t best_row(const std::vector<EpochRow>& rows);
+
 // Reads a CSV written by write_csv; a missing file gives no rows.
 std::vector<EpochRow> read_csv(const std::string& path);
 void write_csv(const std::string& path, const std::vector<EpochRow>& rows);

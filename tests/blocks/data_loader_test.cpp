@@ -2,6 +2,7 @@
 // the GPU's double-buffered copies against the CPU's batches.
 #include "cairn/blocks/data_loader.h"
 
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -116,6 +117,51 @@ TEST_F(DataLoaderCudaTest, DoubleBufferedBatchesEqualTheCpuBatches) {
       EXPECT_EQ(actual[i].x.to_vector(), expected[i].x.to_vector()) << "epoch " << epoch;
       EXPECT_EQ(actual[i].y.to_int32_vector(), expected[i].y.to_int32_vector());
     }
+  }
+}
+
+// data_loader.h promises a batch stays valid until next() has been called twice more: batch k is
+// still intact after the next() that returns k+1 (which stages k+2), however long the copies take.
+TEST_F(DataLoaderCudaTest, ThePreviousBatchIsIntactAfterTheNextNext) {
+  LoaderOptions options;
+  options.batch_size = 2;
+  options.seed = 4;
+  DataLoader on_cpu(traceable_data(), options, Device::cpu());
+  DataLoader on_gpu(traceable_data(), options, Device::cuda(0));
+  const auto expected = one_epoch(on_cpu, 0);
+  on_gpu.start_epoch(0);
+  Batch previous, current;
+  ASSERT_TRUE(on_gpu.next(previous));
+  for (size_t k = 1; k < expected.size(); ++k) {
+    ASSERT_TRUE(on_gpu.next(current));
+    // Let every queued copy land before reading the older batch.
+    ASSERT_EQ(cudaDeviceSynchronize(), cudaSuccess);
+    EXPECT_EQ(previous.x.to_vector(), expected[k - 1].x.to_vector()) << "batch " << k - 1;
+    EXPECT_EQ(previous.y.to_int32_vector(), expected[k - 1].y.to_int32_vector());
+    EXPECT_EQ(current.x.to_vector(), expected[k].x.to_vector()) << "batch " << k;
+    previous = current;
+  }
+}
+
+// Poisoned allocations are filled on the compute stream, the loader copies on its own stream: the
+// first batch must be the data, never the poison.
+TEST_F(DataLoaderCudaTest, PoisonedBuffersNeverShowThroughTheFirstBatch) {
+  const bool was_poisoning = poison_allocations();
+  set_poison_allocations(true);
+  struct Restore {
+    bool previous;
+    ~Restore() { set_poison_allocations(previous); }
+  } restore{was_poisoning};
+  LoaderOptions options;
+  options.batch_size = 4;
+  options.shuffle = false;
+  DataLoader on_cpu(traceable_data(), options, Device::cpu());
+  DataLoader on_gpu(traceable_data(), options, Device::cuda(0));
+  const auto expected = one_epoch(on_cpu, 0);
+  const auto actual = one_epoch(on_gpu, 0);
+  ASSERT_EQ(actual.size(), expected.size());
+  for (size_t i = 0; i < expected.size(); ++i) {
+    EXPECT_EQ(actual[i].x.to_vector(), expected[i].x.to_vector()) << "batch " << i;
   }
 }
 

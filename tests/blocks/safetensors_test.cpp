@@ -405,20 +405,20 @@ TEST_F(Safetensors, ShapeWhoseProductOverflows) {
 }
 
 TEST_F(Safetensors, UnsupportedDtypesNameTheTensorAndTheDtype) {
-  for (const char* dtype : {"F64", "F16", "BF16", "I64", "U8", "BOOL", "nonsense"}) {
+  for (const char* dtype : {"F8_E4M3", "C64", "nonsense"}) {
     SCOPED_TRACE(dtype);
     expect_corrupt(
         file_with_header(std::string(R"({"x": {"dtype": ")") + dtype +
                              R"(", "shape": [], "data_offsets": [0, 8]}})",
                          8),
-        std::string("unsupported dtype ") + dtype + " for tensor 'x'; cairn reads F32 and I32");
+        std::string("unsupported dtype ") + dtype + " for tensor 'x'; cairn reads F32, F16, BF16");
   }
 }
 
 TEST_F(Safetensors, OffsetsMustMatchTheDtypeSizeTimesTheElementCount) {
   expect_corrupt(
       file_with_header(R"({"x": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}})", 8),
-      "tensor 'x': data_offsets [0,8] span 8 bytes, but float32 (3,) needs 12");
+      "tensor 'x': data_offsets [0,8] span 8 bytes, but F32 (3,) needs 12");
   expect_corrupt(
       file_with_header(R"({"x": {"dtype": "F32", "shape": [1], "data_offsets": [8, 4]}})", 8),
       "end before they begin");

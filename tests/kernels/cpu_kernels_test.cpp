@@ -1,4 +1,5 @@
 // CPU kernels against known values and naive references: the oracle the GPU is later held to.
+#include <cublas_api.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -9,6 +10,7 @@
 #include "cairn/core/error.h"
 #include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/gemm.h"
+#include "cairn/kernels/lt_plan.h"
 #include "cairn/kernels/optimizer.h"
 #include "cairn/kernels/philox.h"
 #include "cairn/kernels/random.h"
@@ -824,6 +826,55 @@ TEST(CpuAdam, RejectsStepZero) {
   AdamConfig config;
   config.step = 0;
   EXPECT_THROW(cpu::adam_update(&w, &g, &m, &v, 1, config), Error);
+}
+
+// ---- cuBLASLt plan cache decisions (host logic of kernels/cuda/dense_lt.cu) ----
+
+TEST(LtPlan, PointerAlignmentIsTheLargestPowerOfTwoUpTo256) {
+  alignas(256) static unsigned char buffer[1024];
+  EXPECT_EQ(pointer_alignment(buffer), 256u);
+  EXPECT_EQ(pointer_alignment(buffer + 512), 256u);
+  EXPECT_EQ(pointer_alignment(buffer + 128), 128u);
+  EXPECT_EQ(pointer_alignment(buffer + 16), 16u);
+  EXPECT_EQ(pointer_alignment(buffer + 4), 4u);
+  EXPECT_EQ(pointer_alignment(buffer + 12), 4u);
+  EXPECT_EQ(pointer_alignment(buffer + 1), 4u);  // cuBLASLt's floor for float data
+}
+
+TEST(LtPlan, TheBiasAlignmentIsPartOfThePlanKey) {
+  alignas(256) static float bias[128];
+  LtPlanKey aligned;
+  aligned.m = 10;
+  aligned.n = 256;
+  aligned.k = 784;
+  aligned.align_a = aligned.align_b = aligned.align_d = 256;
+  aligned.align_bias = pointer_alignment(bias);
+  LtPlanKey offset = aligned;
+  offset.align_bias = pointer_alignment(bias + 1);  // a wrapped bias 4 bytes in
+  EXPECT_EQ(aligned.align_bias, 256u);
+  EXPECT_EQ(offset.align_bias, 4u);
+  EXPECT_FALSE(aligned == offset);
+  EXPECT_TRUE(aligned < offset || offset < aligned);  // two entries in the cache, not one
+  LtPlanKey same = aligned;
+  EXPECT_TRUE(same == aligned);
+  EXPECT_FALSE(same < aligned || aligned < same);
+}
+
+TEST(LtPlan, OnlyASuccessfulResultWithASuccessfulStateIsUsable) {
+  bool error = true;
+  EXPECT_TRUE(lt_heuristic_usable(CUBLAS_STATUS_SUCCESS, 1, CUBLAS_STATUS_SUCCESS, &error));
+  EXPECT_FALSE(error);
+  // No algorithm: a fallback, not an error.
+  EXPECT_FALSE(lt_heuristic_usable(CUBLAS_STATUS_SUCCESS, 0, CUBLAS_STATUS_SUCCESS, &error));
+  EXPECT_FALSE(error);
+  EXPECT_FALSE(lt_heuristic_usable(CUBLAS_STATUS_NOT_SUPPORTED, 0, 0, &error));
+  EXPECT_FALSE(error);
+  // A result whose state is not success has no valid algorithm in it.
+  EXPECT_FALSE(lt_heuristic_usable(CUBLAS_STATUS_SUCCESS, 1, CUBLAS_STATUS_NOT_SUPPORTED, &error));
+  EXPECT_FALSE(error);
+  // Anything else is a real failure, reported as one.
+  EXPECT_FALSE(lt_heuristic_usable(CUBLAS_STATUS_INVALID_VALUE, 0, 0, &error));
+  EXPECT_TRUE(error);
 }
 
 }  // namespace

@@ -453,7 +453,7 @@ TEST_F(KernelParity, GemmAllTransposesOverwriteAndAdd) {
           request.a = a.device.data();
           request.b = b.device.data();
           request.c = c.data();
-          kg::gemm(kernels::plan_gemm(request), cuda::blas_handle(gpu()));
+          kg::gemm(kernels::plan_gemm(request), cuda::BlasLease(gpu()).handle());
           expect_close(c.to_vector(), expected.to_vector(), 1e-4, 1e-4, "gemm");
         }
       }

@@ -4,6 +4,7 @@
 // after its warm-up, eager or captured.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -260,6 +261,143 @@ TEST_F(HybridizeGpu, CapturedTrainingMakesNoRawAllocationAfterWarmup) {
       },
       "captured");
   EXPECT_TRUE(step.captured()) << step.eager_reason();
+}
+
+// ---- Graph memory under cache pressure (issue 9) ----
+
+// Takes whatever the allocator hands out for the sizes a small MLP uses and fills it with a marker:
+// a graph still writing to freed or reassigned addresses would overwrite these.
+std::vector<Tensor> scribble(const Device& device) {
+  std::vector<Tensor> junk;
+  for (int64_t n : {int64_t(4 * 256), int64_t(4 * 10), int64_t(256 * 20), int64_t(256),
+                    int64_t(10 * 256), int64_t(10), int64_t(1) << 16, int64_t(1) << 20}) {
+    for (int copy = 0; copy < 4; ++copy) junk.push_back(Tensor::full({n}, 12345.0f, device));
+  }
+  return junk;
+}
+
+void expect_untouched(const std::vector<Tensor>& junk, const std::string& what) {
+  for (const Tensor& t : junk) {
+    const std::vector<float> values = t.to_vector();
+    const auto wrong =
+        std::count_if(values.begin(), values.end(), [](float v) { return v != 12345.0f; });
+    EXPECT_EQ(wrong, 0) << what << ": a replay wrote into memory handed out after the cache "
+                        << "was emptied (" << values.size() << " elements)";
+  }
+}
+
+// Captures a hybridized MLP (two calls) and returns it with the first replay's output for x.
+struct ReplayedMlp {
+  std::shared_ptr<Sequential> net = lecture::sequential_mlp();
+  std::vector<float> first_replay;
+  ReplayedMlp(const Device& gpu, const Tensor& x) {
+    net->initialize(init::xavier(), gpu, kSeed);
+    net->hybridize();
+    (*net)(x);  // warm-up
+    (*net)(x);  // capture and replay
+    first_replay = (*net)(x).to_vector();
+    EXPECT_EQ(net->hybridize_reason(), "");
+  }
+};
+
+TEST_F(HybridizeGpu, ReplayAfterEmptyCacheEqualsTheReplayBefore) {
+  const Tensor x = Tensor::uniform({4, 20}, -1.0f, 1.0f, 77, gpu);
+  ReplayedMlp mlp(gpu, x);
+  cuda::synchronize(gpu);
+  cuda_allocator(0).empty_cache();  // must leave the live graph's pool alone
+  const std::vector<Tensor> junk = scribble(gpu);
+  EXPECT_EQ((*mlp.net)(x).to_vector(), mlp.first_replay);
+  expect_untouched(junk, "after empty_cache");
+  auto eager = lecture::sequential_mlp();
+  eager->initialize(init::xavier(), gpu, kSeed);
+  expect_close((*mlp.net)(x), (*eager)(x), 1e-6, 0.0, "replay vs eager");
+}
+
+// Out of memory on purpose: keep out of compute-sanitizer runs (the failed cudaMalloc is reported
+// as an API error there); the name matches gpu_check.sh's *OutOfMemory* exclusion.
+TEST_F(HybridizeGpu, ReplayAfterAnOutOfMemoryRetryEqualsTheReplayBefore) {
+  const Tensor x = Tensor::uniform({4, 20}, -1.0f, 1.0f, 78, gpu);
+  ReplayedMlp mlp(gpu, x);
+  cuda::synchronize(gpu);
+  // Far beyond any GPU: the allocator empties its cache and retries before giving up.
+  testing::expect_error([&] { Tensor::empty({int64_t(1) << 42}, gpu); }, {"out of memory"});
+  const std::vector<Tensor> junk = scribble(gpu);
+  EXPECT_EQ((*mlp.net)(x).to_vector(), mlp.first_replay);
+  expect_untouched(junk, "after an out-of-memory retry");
+}
+
+TEST_F(HybridizeGpu, CaptureWorksWithSyncAfterEveryLaunch) {
+  // What CAIRN_SYNC_LAUNCHES=1 turns on: it must not break captures (a capturing stream is not
+  // synchronised).
+  set_sync_after_launch(true);
+  struct Restore {
+    ~Restore() { set_sync_after_launch(false); }
+  } restore;
+  auto eager = lecture::sequential_mlp();
+  auto hybrid = lecture::sequential_mlp();
+  eager->initialize(init::xavier(), gpu, kSeed);
+  hybrid->initialize(init::xavier(), gpu, kSeed);
+  hybrid->hybridize();
+  for (int call = 0; call < 4; ++call) {
+    const Tensor x = Tensor::uniform({4, 20}, -1.0f, 1.0f, 90 + uint64_t(call), gpu);
+    expect_close((*hybrid)(x), (*eager)(x), 1e-6, 0.0, "call " + std::to_string(call));
+  }
+  EXPECT_EQ(hybrid->hybridize_reason(), "");
+
+  Training training(gpu, std::make_shared<SGD>(0.05f, 0.9f));
+  const std::vector<Batch> data = batches(2, 64, 20, gpu);
+  CapturedStep step([&](const Tensor& x, const Tensor& y) { training.step(x, y); }, gpu);
+  for (int i = 0; i < 4; ++i) step.run(data[size_t(i) % 2].x, data[size_t(i) % 2].y);
+  EXPECT_TRUE(step.captured()) << step.eager_reason();
+}
+
+TEST_F(HybridizeGpu, GraphReplayEqualsEagerBitForBit) {
+  // The same kernels, cuBLAS with the same workspace, no atomics: a replay is the eager run.
+  auto eager = lecture::sequential_mlp();
+  auto hybrid = lecture::sequential_mlp();
+  eager->initialize(init::xavier(), gpu, kSeed);
+  hybrid->initialize(init::xavier(), gpu, kSeed);
+  hybrid->hybridize(true, HybridizeOptions{/*check=*/true, /*tolerance=*/0.0f});
+  for (int call = 0; call < 4; ++call) {
+    const Tensor x = Tensor::uniform({8, 20}, -1.0f, 1.0f, 60 + uint64_t(call), gpu);
+    EXPECT_EQ((*hybrid)(x).to_vector(), (*eager)(x).to_vector()) << "call " << call;
+  }
+  EXPECT_EQ(hybrid->hybridize_reason(), "");
+
+  Training training(gpu, std::make_shared<SGD>(0.05f, 0.9f));
+  const std::vector<Batch> data = batches(2, 64, 20, gpu);
+  training.step(data[0].x, data[0].y);  // deferred shapes, so that the parameters exist
+  CapturedStep step([&](const Tensor& x, const Tensor& y) { training.step(x, y); }, gpu,
+                    HybridizeOptions{/*check=*/true, /*tolerance=*/0.0f},
+                    training.net->collect_params(), training.trainer.get());
+  for (int i = 0; i < 4; ++i) step.run(data[size_t(i) % 2].x, data[size_t(i) % 2].y);
+  EXPECT_TRUE(step.captured()) << step.eager_reason();
+}
+
+TEST_F(HybridizeGpu, IntermediatesSeeTheChildrenOfAHybridizedBlock) {
+  auto eager = lecture::sequential_mlp();
+  auto hybrid = lecture::sequential_mlp();
+  eager->initialize(init::xavier(), gpu, kSeed);
+  hybrid->initialize(init::xavier(), gpu, kSeed);
+  hybrid->hybridize();
+  const Tensor x = Tensor::uniform({4, 20}, -1.0f, 1.0f, 55, gpu);
+  (*hybrid)(x);
+  (*hybrid)(x);  // captured
+  ASSERT_EQ(hybrid->hybridize_reason(), "");
+  std::vector<float> hidden_eager, hidden_hybrid;
+  {
+    Intermediates seen(*eager);
+    (*eager)(x);
+    hidden_eager = seen.output("0").to_vector();
+  }
+  {
+    Intermediates seen(*hybrid);
+    const Tensor y = (*hybrid)(x);
+    hidden_hybrid = seen.output("0").to_vector();
+    EXPECT_EQ(seen.output("").to_vector(), y.to_vector());
+  }
+  EXPECT_EQ(hidden_hybrid, hidden_eager);
+  EXPECT_EQ(hybrid->hybridize_reason(), "");  // and it replays again once nothing records
 }
 
 }  // namespace

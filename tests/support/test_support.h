@@ -2,6 +2,7 @@
 // with atol + rtol * |ref|, NaN poisoning, and central finite differences.
 #pragma once
 
+#include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -28,6 +29,27 @@ class CudaTest : public ::testing::Test {
     GTEST_SKIP() << "no CUDA device: " << cuda_unavailable_reason();
   }
 };
+
+// After the last test: free everything cairn keeps for the process's lifetime and reset the
+// devices, so that compute-sanitizer --leak-check full (which reports what is still allocated
+// when a context is destroyed) reports only real leaks. Registered once per test binary; a no-op
+// without a GPU.
+class CudaShutdownEnvironment : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    if (!cuda_available()) return;
+    try {
+      cuda::shutdown();
+    } catch (const std::exception& error) {
+      ADD_FAILURE() << "cuda::shutdown: " << error.what();
+    }
+    for (int index = 0; index < cuda_device_count(); ++index) {
+      if (cudaSetDevice(index) == cudaSuccess) cudaDeviceReset();
+    }
+  }
+};
+inline ::testing::Environment* const kCudaShutdownEnvironment =
+    ::testing::AddGlobalTestEnvironment(new CudaShutdownEnvironment);
 
 // Runs `body`, expecting a cairn::Error whose message contains every one of `fragments`.
 inline void expect_error(const std::function<void()>& body,

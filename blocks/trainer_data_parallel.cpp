@@ -1,0 +1,93 @@
+// Trainer's data-parallel setup (declared in trainer.h): check that the ranks agree, start them
+// equal, and hand the gradients to a dist::GradientReducer that step() waits for.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "cairn/blocks/trainer.h"
+#include "cairn/core/error.h"
+
+namespace cairn {
+namespace {
+
+// FNV-1a, folded into two 26-bit halves so that a sum over any realistic number of ranks stays
+// exact in a double.
+struct Fingerprint {
+  uint64_t hash = 1469598103934665603ull;
+  void add(const std::string& text) {
+    for (unsigned char c : text) hash = (hash ^ c) * 1099511628211ull;
+    hash = (hash ^ 0xff) * 1099511628211ull;
+  }
+  double high() const { return double((hash >> 26) & ((1u << 26) - 1)); }
+  double low() const { return double(hash & ((1u << 26) - 1)); }
+};
+
+}  // namespace
+
+void Trainer::enable_data_parallel(dist::CommunicatorPtr communicator,
+                                   const dist::BucketOptions& options) {
+  CAIRN_CHECK(communicator != nullptr, "Trainer::enable_data_parallel: the communicator is null");
+  const Device device = communicator->device();
+  // Everything is checked before any collective, so that a rank which fails here fails alone
+  // and visibly (its caller aborts the job) rather than after the others entered a broadcast.
+  Fingerprint layout, state;
+  for (const Entry& entry : entries_) {
+    const Parameter& parameter = *entry.parameter;
+    CAIRN_CHECK(parameter.is_initialized(), "Trainer::enable_data_parallel: parameter '",
+                entry.name, "' is not initialized",
+                parameter.is_deferred()
+                    ? " (its shape is deferred: run one forward pass first, so that every rank "
+                      "has its shape to receive rank 0's values into)"
+                    : " (call initialize() on its block first)");
+    CAIRN_CHECK(parameter.device() == device, "Trainer::enable_data_parallel: parameter '",
+                entry.name, "' is on ", parameter.device(), ", the ", communicator->backend(),
+                " communicator works on ", device);
+    layout.add(entry.name);
+    layout.add(shape_str(parameter.shape()));
+    layout.add(parameter.is_constant() || parameter.grad_req() == GradReq::kNull ? "fixed"
+                                                                                 : "trained");
+    state.add(entry.name + ":" + std::to_string(entry.updates) + ":" +
+              std::to_string(entry.slots.size()));
+  }
+  state.add(optimizer_->name() + ":" + std::to_string(steps_));
+  std::vector<double> sums = {layout.high(), layout.low(), state.high(), state.low()};
+  const std::vector<double> mine = sums;
+  communicator->allreduce_sum(sums);
+  const double ranks = communicator->size();
+  CAIRN_CHECK(sums[0] == ranks * mine[0] && sums[1] == ranks * mine[1],
+              "Trainer::enable_data_parallel: the ranks' parameters differ in names, shapes or "
+              "which are trained (rank ",
+              communicator->rank(), " has ", entries_.size(),
+              " parameters); every rank must build the same network");
+  CAIRN_CHECK(sums[2] == ranks * mine[2] && sums[3] == ranks * mine[3],
+              "Trainer::enable_data_parallel: the ranks' optimizer states differ (step counts, "
+              "update counts or slots; rank ",
+              communicator->rank(), " is at step ", steps_,
+              "): resume every rank from the same checkpoint");
+
+  // Rank 0's values everywhere: parameters (constants too: a seeded constant may differ by
+  // seed) and whatever optimizer slots exist.
+  for (Entry& entry : entries_) {
+    Tensor data = entry.parameter->data();
+    communicator->broadcast(data, 0);
+    for (Tensor& slot : entry.slots) {
+      if (slot.device() != device) slot = slot.to(device);
+      communicator->broadcast(slot, 0);
+    }
+  }
+
+  std::vector<Tensor> leaves;
+  std::vector<std::string> names;
+  for (const Entry& entry : entries_) {
+    const Parameter& parameter = *entry.parameter;
+    if (parameter.is_constant() || parameter.grad_req() == GradReq::kNull) continue;
+    leaves.push_back(parameter.data());
+    names.push_back(entry.name);
+  }
+  reducer_.reset();  // its hooks go before the new reducer adds its own
+  reducer_ = std::make_shared<dist::GradientReducer>(std::move(leaves), std::move(names),
+                                                     communicator, options);
+  communicator_ = std::move(communicator);
+}
+
+}  // namespace cairn
