@@ -17,6 +17,7 @@
 #   CAIRN_BENCH_REPETITIONS   Google Benchmark repetitions on a GPU (default 3; medians reported)
 #   CAIRN_BENCH_MIN_TIME      seconds per benchmark run (default 0.2)
 #   CAIRN_BENCH_FILTER        --benchmark_filter for all three programs (default: all)
+#   CAIRN_BENCH_CPU_REPEATS   interleaved repeats of bench_cpu_epoch (default 5; minimum reported)
 #   PYTHON                    interpreter for torch_reference.py and compare.py (default python3)
 set -euo pipefail
 
@@ -70,7 +71,7 @@ else
   cmake "${cmake_args[@]}"
   ninja_args=(-C "$build")
   if [ -n "${CAIRN_BENCH_JOBS:-}" ]; then ninja_args+=(-j "$CAIRN_BENCH_JOBS"); fi
-  ninja "${ninja_args[@]}" bench_kernels bench_gemm bench_train_step
+  ninja "${ninja_args[@]}" bench_kernels bench_gemm bench_train_step bench_cpu_epoch
 fi
 
 # ---- run ----
@@ -91,6 +92,18 @@ for program in kernels gemm train_step; do
     status=1
   fi
 done
+
+# The CPU path against its BLAS bound (docs/performance.md, issue 13): a markdown table of its own.
+if [ -x "$build/bench/bench_cpu_epoch" ]; then
+  echo "run_all: bench_cpu_epoch ..."
+  if ! "$build/bench/bench_cpu_epoch" --repeats "${CAIRN_BENCH_CPU_REPEATS:-5}" \
+      >"$raw/cpu_epoch.md" 2>"$raw/cpu_epoch.log"; then
+    echo "run_all: bench_cpu_epoch failed (see $raw/cpu_epoch.log)" >&2
+    status=1
+  fi
+else
+  echo "run_all: bench_cpu_epoch is not built: the CPU epoch table is skipped"
+fi
 
 echo "run_all: PyTorch reference ..."
 if "$python" -c "import torch" >/dev/null 2>&1; then

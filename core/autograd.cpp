@@ -7,6 +7,7 @@
 #include "cairn/core/error.h"
 #include "cairn/core/numerics.h"
 #include "cairn/core/ops.h"
+#include "cairn/core/storage.h"
 
 namespace cairn::autograd {
 namespace {
@@ -43,13 +44,36 @@ void accumulate(std::unordered_map<const TensorImpl*, Tensor>& grads, const Tens
   }
 }
 
+// Writes a leaf's summed gradient where it belongs without a copy, when that is safe: on the CPU,
+// a gradient that nothing else holds (computed by the backward ops into a buffer of its own)
+// trades buffers with the leaf's grad tensor, whose old buffer goes back to the cache. False
+// (the caller copies) otherwise, and always on the GPU: a captured CUDA graph replays with the
+// grad buffer's address, which must not change.
+bool move_into_grad(TensorImpl& grad, const Tensor& fresh) {
+  const std::shared_ptr<TensorImpl>& source = fresh.impl();
+  if (source.use_count() != 1 || source->storage == nullptr || grad.storage == nullptr) {
+    return false;
+  }
+  const Storage& from = *source->storage;
+  const Storage& to = *grad.storage;
+  // A second holder of either buffer (a view, a detached alias) would see the other's values.
+  const bool sole_owners = source->storage.use_count() == 1 && grad.storage.use_count() == 1;
+  if (!sole_owners || !from.owned() || !to.owned() || !from.device().is_cpu() ||
+      !to.device().is_cpu() || from.bytes() != to.bytes() || source->dtype != grad.dtype) {
+    return false;
+  }
+  std::swap(grad.storage, source->storage);
+  return true;
+}
+
 // Applies a leaf's GradReq to the summed gradient, then runs the leaf's grad-ready hooks.
 void finalize_leaf(TensorImpl* leaf, const Tensor& sum) {
   if (leaf->grad == nullptr) return;  // kNull leaves never get here; defensive
   Tensor grad(leaf->grad);
   if (leaf->grad_req == GradReq::kAdd) {
-    grad.copy_from(ops::add(grad, sum));
-  } else {
+    const Tensor total = ops::add(grad, sum);
+    if (!move_into_grad(*leaf->grad, total)) grad.copy_from(total);
+  } else if (!move_into_grad(*leaf->grad, sum)) {
     grad.copy_from(sum);
   }
   // A copy: a hook may add or remove hooks.
@@ -202,6 +226,7 @@ void backward(const Tensor& root, const Tensor& head_grad) {
           accumulate(leaf_grads, impl, input_grads[i]);
         }
       }
+      input_grads.clear();  // so that a leaf's gradient held only by leaf_grads can be moved in
       release_uses(node);
     }
   }

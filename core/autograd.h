@@ -77,6 +77,9 @@ void add_grad_ready_hook(const Tensor& leaf, const void* owner, std::function<vo
 void remove_grad_ready_hooks(const Tensor& leaf, const void* owner);
 
 // Runs backward from `root`. Without a head gradient, root must have exactly one element.
+// On the CPU a leaf's grad tensor may take over the buffer its gradient was computed in instead
+// of copying it, so grad().data() can change address across backward(); on the GPU it never does
+// (captured CUDA graphs rely on it).
 void backward(const Tensor& root, const Tensor& head_grad);
 
 }  // namespace cairn::autograd

@@ -6,6 +6,7 @@ set(CAIRN_CORE_SOURCES
   core/cuda_context.cpp
   core/cuda_graph.cpp
   core/allocator.cpp
+  core/host_allocator.cpp
   core/storage.cpp
   core/shape.cpp
   core/tensor.cpp

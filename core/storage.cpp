@@ -11,12 +11,10 @@
 #include "cairn/core/cuda_context.h"
 #include "cairn/core/cuda_graph.h"
 #include "cairn/core/error.h"
+#include "cairn/core/host_allocator.h"
 
 namespace cairn {
 namespace {
-// Host buffers are 64-byte aligned: whole cache lines, and wide enough for any vector load.
-constexpr size_t kHostAlignment = 64;
-
 std::atomic<bool>& poison_flag() {
   static std::atomic<bool> flag{[] {
     const char* env = std::getenv("CAIRN_POISON_ALLOCATIONS");
@@ -39,10 +37,7 @@ std::shared_ptr<Storage> Storage::allocate(size_t bytes, const Device& device) {
       data = cuda_allocator(device.index())
                  .allocate(bytes, pool != nullptr ? pool : cuda::current_stream(device));
     } else {
-      const size_t rounded = (bytes + kHostAlignment - 1) / kHostAlignment * kHostAlignment;
-      CAIRN_CHECK(rounded >= bytes, "out of host memory: ", bytes, " bytes is not addressable");
-      data = std::aligned_alloc(kHostAlignment, rounded);
-      CAIRN_CHECK(data != nullptr, "out of host memory: could not allocate ", bytes, " bytes");
+      data = host_allocate(bytes);  // cached, 64-byte aligned (host_allocator.h)
     }
     if (poison_allocations()) {
       if (device.is_cuda()) {
@@ -68,7 +63,7 @@ Storage::~Storage() {
     // A block freed while this thread captures a graph may be read by that graph on replays.
     cuda_allocator(device_.index()).deallocate(data_, cuda::capture_pool());
   } else {
-    std::free(data_);
+    host_deallocate(data_, bytes_);
   }
 }
 

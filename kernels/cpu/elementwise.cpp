@@ -4,15 +4,21 @@
 #include <cmath>
 
 #include "cairn/core/error.h"
+#include "cairn/kernels/cpu/vector_dispatch.h"
 
 namespace cairn::kernels::cpu {
 
 namespace {
 
-// The op is chosen once, outside the loop, so each loop body is a single inlined scalar function.
+using detail::run_widest;
+
+// The op is chosen once, outside the loop, so each loop body is a single inlined scalar function
+// (passed as a lambda: a function pointer would be a call per element).
 template <typename F>
 void map_unary(const float* x, float* y, int64_t n, F f) {
-  for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+  run_widest([&]() CAIRN_VECTOR_LOOP {
+    for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+  });
 }
 
 float sigmoid(float x) {
@@ -27,32 +33,42 @@ float sign(float x) {
   return static_cast<float>((x > 0.0f) - (x < 0.0f));
 }
 
-// NaN propagates (as in PyTorch), rather than fmaxf's quiet 0.
-float relu(float x) { return std::isnan(x) || x > 0.0f ? x : 0.0f; }
+// NaN propagates (as in PyTorch), rather than fmaxf's quiet 0: NaN <= 0 is false, so NaN is kept.
+// One comparison and a select, which vectorises (isnan(x) || x > 0 did not).
+float relu(float x) { return x <= 0.0f ? 0.0f : x; }
 
+// The broadcast is chosen once, outside the loops (a switch per element kept them scalar).
 template <typename F>
 void map_binary(const float* a, const float* b, float* y, int64_t rows, int64_t cols,
                 Broadcast broadcast, F f) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) {
-      const int64_t i = r * cols + c;
-      float bv = 0.0f;
-      switch (broadcast) {
-        case Broadcast::kNone:
-          bv = b[i];
-          break;
-        case Broadcast::kScalar:
-          bv = b[0];
-          break;
-        case Broadcast::kRow:
-          bv = b[c];
-          break;
-        case Broadcast::kColumn:
-          bv = b[r];
-          break;
-      }
-      y[i] = f(a[i], bv);
-    }
+  const int64_t n = rows * cols;
+  switch (broadcast) {
+    case Broadcast::kNone:
+      return run_widest([&]() CAIRN_VECTOR_LOOP {
+        for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i]);
+      });
+    case Broadcast::kScalar:
+      return run_widest([&]() CAIRN_VECTOR_LOOP {
+        const float bv = b[0];
+        for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], bv);
+      });
+    case Broadcast::kRow:
+      return run_widest([&]() CAIRN_VECTOR_LOOP {
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* ar = a + r * cols;
+          float* yr = y + r * cols;
+          for (int64_t c = 0; c < cols; ++c) yr[c] = f(ar[c], b[c]);
+        }
+      });
+    case Broadcast::kColumn:
+      return run_widest([&]() CAIRN_VECTOR_LOOP {
+        for (int64_t r = 0; r < rows; ++r) {
+          const float* ar = a + r * cols;
+          float* yr = y + r * cols;
+          const float bv = b[r];
+          for (int64_t c = 0; c < cols; ++c) yr[c] = f(ar[c], bv);
+        }
+      });
   }
 }
 
@@ -60,7 +76,9 @@ void map_binary(const float* a, const float* b, float* y, int64_t rows, int64_t 
 
 void fill(float* y, int64_t n, float value) {
   CAIRN_CHECK(n >= 0, "cpu::fill: negative size ", n);
-  for (int64_t i = 0; i < n; ++i) y[i] = value;
+  run_widest([&]() CAIRN_VECTOR_LOOP {
+    for (int64_t i = 0; i < n; ++i) y[i] = value;
+  });
 }
 
 void fill_int32(int32_t* y, int64_t n, int32_t value) {
@@ -73,7 +91,7 @@ void unary(UnaryOp op, const float* x, float* y, int64_t n, float scalar) {
   const float s = scalar;
   switch (op) {
     case UnaryOp::kRelu:
-      return map_unary(x, y, n, relu);
+      return map_unary(x, y, n, [](float v) { return relu(v); });
     case UnaryOp::kNeg:
       return map_unary(x, y, n, [](float v) { return -v; });
     case UnaryOp::kExp:
@@ -85,11 +103,11 @@ void unary(UnaryOp op, const float* x, float* y, int64_t n, float scalar) {
     case UnaryOp::kAbs:
       return map_unary(x, y, n, [](float v) { return std::fabs(v); });
     case UnaryOp::kSign:
-      return map_unary(x, y, n, sign);
+      return map_unary(x, y, n, [](float v) { return sign(v); });
     case UnaryOp::kSquare:
       return map_unary(x, y, n, [](float v) { return v * v; });
     case UnaryOp::kSigmoid:
-      return map_unary(x, y, n, sigmoid);
+      return map_unary(x, y, n, [](float v) { return sigmoid(v); });
     case UnaryOp::kTanh:
       return map_unary(x, y, n, [](float v) { return std::tanh(v); });
     case UnaryOp::kAddScalar:
@@ -131,7 +149,14 @@ void binary(BinaryOp op, const float* a, const float* b, float* y, int64_t rows,
 
 void relu_backward(const float* x, const float* dy, float* dx, int64_t n) {
   CAIRN_CHECK(n >= 0, "cpu::relu_backward: negative size ", n);
-  for (int64_t i = 0; i < n; ++i) dx[i] = x[i] > 0.0f ? dy[i] : 0.0f;
+  // dy is loaded whatever x is, so the loop is a compare and a select: no branch around the
+  // load, and it vectorises (a NaN in dy where x <= 0 still gives 0, as before).
+  run_widest([&]() CAIRN_VECTOR_LOOP {
+    for (int64_t i = 0; i < n; ++i) {
+      const float g = dy[i];
+      dx[i] = x[i] > 0.0f ? g : 0.0f;
+    }
+  });
 }
 
 }  // namespace cairn::kernels::cpu
