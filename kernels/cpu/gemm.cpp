@@ -1,4 +1,5 @@
-// CPU GEMM: runs a ColumnMajorGemmPlan through OpenBLAS's column-major cblas_sgemm.
+// CPU GEMM: runs a ColumnMajorGemmPlan through OpenBLAS's column-major cblas_sgemm, or, when it
+// is too small for that to pay, through small_gemm (small_gemm.h).
 #include "cairn/kernels/gemm.h"
 
 #include <cblas.h>
@@ -6,6 +7,7 @@
 #include <climits>
 
 #include "cairn/core/error.h"
+#include "cairn/kernels/cpu/small_gemm.h"
 
 namespace cairn::kernels::cpu {
 
@@ -14,9 +16,9 @@ namespace {
 // OpenBLAS's default interface takes 32-bit sizes.
 bool fits_blas_int(int64_t value) { return value >= 0 && value <= INT_MAX; }
 
-}  // namespace
+enum class Executor { kChoose, kBlas };
 
-void gemm(const ColumnMajorGemmPlan& plan) {
+void run(const ColumnMajorGemmPlan& plan, Executor executor) {
   CAIRN_CHECK(plan.m >= 0 && plan.n >= 0 && plan.k >= 0,
               "cpu::gemm: sizes must be non-negative, got m=", plan.m, " n=", plan.n,
               " k=", plan.k);
@@ -48,11 +50,18 @@ void gemm(const ColumnMajorGemmPlan& plan) {
               "cpu::gemm: leading dimension too small: ld_first=", plan.ld_first, " (needs ",
               first_rows, "), ld_second=", plan.ld_second, " (needs ", second_rows, ")");
 
+  if (executor == Executor::kChoose && small_gemm_takes(plan)) return small_gemm(plan);
   cblas_sgemm(CblasColMajor, plan.transpose_first ? CblasTrans : CblasNoTrans,
               plan.transpose_second ? CblasTrans : CblasNoTrans, static_cast<int>(plan.m),
               static_cast<int>(plan.n), static_cast<int>(plan.k), plan.alpha, plan.first,
               static_cast<int>(plan.ld_first), plan.second, static_cast<int>(plan.ld_second),
               plan.beta, plan.c, static_cast<int>(plan.ldc));
 }
+
+}  // namespace
+
+void gemm(const ColumnMajorGemmPlan& plan) { run(plan, Executor::kChoose); }
+
+void blas_gemm(const ColumnMajorGemmPlan& plan) { run(plan, Executor::kBlas); }
 
 }  // namespace cairn::kernels::cpu

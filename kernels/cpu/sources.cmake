@@ -6,6 +6,7 @@ set(CAIRN_KERNELS_CPU_SOURCES
   kernels/cpu/reduce.cpp
   kernels/cpu/softmax.cpp
   kernels/cpu/gemm.cpp
+  kernels/cpu/small_gemm.cpp
   kernels/cpu/random.cpp
   kernels/cpu/optimizer.cpp
   kernels/cpu/loss.cpp)

@@ -3,12 +3,14 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <limits>
 #include <vector>
 
 #include "cairn/core/error.h"
 #include "cairn/kernels/elementwise.h"
+#include "cairn/kernels/cpu/small_gemm.h"
 #include "cairn/kernels/gemm.h"
 #include "cairn/kernels/lt_plan.h"
 #include "cairn/kernels/optimizer.h"
@@ -498,8 +500,10 @@ std::vector<float> naive_gemm(const RowMajorGemm& g, const std::vector<float>& a
   return c;
 }
 
+using GemmExecutor = void (*)(const ColumnMajorGemmPlan&);
+
 void check_gemm(int64_t m, int64_t n, int64_t k, Transpose ta, Transpose tb, float alpha,
-                Accumulate accumulate) {
+                Accumulate accumulate, GemmExecutor executor = cpu::gemm) {
   SCOPED_TRACE(::testing::Message()
                << "m=" << m << " n=" << n << " k=" << k << " ta=" << (ta == Transpose::kYes)
                << " tb=" << (tb == Transpose::kYes) << " alpha=" << alpha
@@ -520,7 +524,7 @@ void check_gemm(int64_t m, int64_t n, int64_t k, Transpose ta, Transpose tb, flo
   request.transpose_b = tb;
   request.alpha = alpha;
   request.accumulate = accumulate;
-  cpu::gemm(plan_gemm(request));
+  executor(plan_gemm(request));
   const std::vector<float> expected = naive_gemm(request, a, b, c0);
   for (int64_t i = 0; i < m * n; ++i) {
     EXPECT_NEAR(c[i], expected[i], 1e-5 * (1.0 + std::fabs(expected[i]))) << "element " << i;
@@ -534,6 +538,88 @@ TEST(CpuGemm, AllTransposeCombinationsMatchNaiveLoop) {
       for (Transpose tb : {Transpose::kNo, Transpose::kYes}) {
         check_gemm(s.m, s.n, s.k, ta, tb, 1.0f, Accumulate::kOverwrite);
         check_gemm(s.m, s.n, s.k, ta, tb, -0.5f, Accumulate::kAdd);
+      }
+    }
+  }
+}
+
+// Both executors behind cpu::gemm, on sizes around small_gemm's 8-lane blocks (k = 7, 8, 9, 17)
+// and register blocks (n = 1, 5, 9, 33, 41 rows of column-major C: blocks of 32, 8, overlapped
+// and single rows).
+TEST(CpuGemm, SmallGemmAndOpenBlasBothMatchNaiveLoop) {
+  const struct { int64_t m, n, k; } shapes[] = {{1, 1, 1}, {5, 3, 7}, {9, 2, 8},  {33, 4, 9},
+                                               {16, 1, 17}, {2, 9, 33}, {31, 5, 2}, {3, 41, 6}};
+  for (GemmExecutor executor : {&cpu::small_gemm, &cpu::blas_gemm}) {
+    for (const auto& s : shapes) {
+      for (Transpose ta : {Transpose::kNo, Transpose::kYes}) {
+        for (Transpose tb : {Transpose::kNo, Transpose::kYes}) {
+          // Row-major B is the column-major plan's `first`: small_gemm reads it untransposed.
+          if (tb == Transpose::kYes && executor == &cpu::small_gemm) continue;
+          check_gemm(s.m, s.n, s.k, ta, tb, 1.0f, Accumulate::kOverwrite, executor);
+          check_gemm(s.m, s.n, s.k, ta, tb, -0.5f, Accumulate::kAdd, executor);
+          check_gemm(s.m, s.n, s.k, ta, tb, 2.0f, Accumulate::kOverwrite, executor);
+        }
+      }
+    }
+  }
+}
+
+// What cpu::gemm sends where: small, `first` not transposed and columns of 32 rows or more to
+// small_gemm; the rest to OpenBLAS.
+TEST(CpuGemm, SmallGemmTakesOnlySmallProblems) {
+  if (std::getenv("CAIRN_CPU_SMALL_GEMM") != nullptr) GTEST_SKIP() << "CAIRN_CPU_SMALL_GEMM is set";
+  ColumnMajorGemmPlan plan;
+  plan.m = 256, plan.n = 10, plan.k = 2;  // the tiny network's layer 2 dW at batch 2
+  plan.transpose_second = true;
+  EXPECT_TRUE(cpu::small_gemm_takes(plan));
+  plan.transpose_second = false;
+  EXPECT_TRUE(cpu::small_gemm_takes(plan));
+  plan.transpose_first = true;  // a forward pass's layout
+  EXPECT_FALSE(cpu::small_gemm_takes(plan));
+  plan.transpose_first = false;
+  plan.m = 20;  // shorter than a register block
+  EXPECT_FALSE(cpu::small_gemm_takes(plan));
+  plan.m = 256, plan.n = 96, plan.k = 10;  // the book's MLP, layer 2 dx of the last batch
+  EXPECT_FALSE(cpu::small_gemm_takes(plan));
+  plan.m = 256, plan.n = 1, plan.k = 0;
+  EXPECT_FALSE(cpu::small_gemm_takes(plan));
+}
+
+// small_gemm rounds differently from OpenBLAS (small_gemm.h): both against a double-precision
+// reference, on the tiny network's backward shapes (row-major requests). Neither may be more than a few
+// float roundings of sum |a_p b_p| away from the exact dot product.
+TEST(CpuGemm, SmallGemmIsAsAccurateAsOpenBlas) {
+  const struct { int64_t m, n, k; Transpose ta, tb; } shapes[] = {
+      {10, 256, 2, Transpose::kYes, Transpose::kNo},    // layer 2 dW
+      {2, 256, 10, Transpose::kNo, Transpose::kNo},     // layer 2 dx
+      {256, 20, 2, Transpose::kYes, Transpose::kNo},    // layer 1 dW
+      {8, 256, 32, Transpose::kNo, Transpose::kNo},     // dx at batch 8
+      {37, 61, 29, Transpose::kNo, Transpose::kNo}};    // nothing round
+  for (const auto& s : shapes) {
+    SCOPED_TRACE(::testing::Message() << "m=" << s.m << " n=" << s.n << " k=" << s.k);
+    const std::vector<float> a = test_values(s.m * s.k, 21), b = test_values(s.k * s.n, 22);
+    std::vector<float> small(size_t(s.m * s.n)), blas(size_t(s.m * s.n));
+    RowMajorGemm request;
+    request.a = a.data(), request.b = b.data();
+    request.m = s.m, request.n = s.n, request.k = s.k;
+    request.transpose_a = s.ta, request.transpose_b = s.tb;
+    request.c = small.data();
+    cpu::small_gemm(plan_gemm(request));
+    request.c = blas.data();
+    cpu::blas_gemm(plan_gemm(request));
+    const std::vector<float> exact = naive_gemm(request, a, b, {});
+    for (int64_t i = 0; i < s.m; ++i) {
+      for (int64_t j = 0; j < s.n; ++j) {
+        double magnitude = 0.0;  // sum |a_p b_p|: what the rounding error scales with
+        for (int64_t p = 0; p < s.k; ++p) {
+          const float av = s.ta == Transpose::kYes ? a[p * s.m + i] : a[i * s.k + p];
+          const float bv = s.tb == Transpose::kYes ? b[j * s.k + p] : b[p * s.n + j];
+          magnitude += std::fabs(double(av) * bv);
+        }
+        const double bound = 2.0 * double(s.k) * 0x1p-24 * magnitude + 1e-30;
+        const size_t at = size_t(i * s.n + j);
+        EXPECT_LE(std::fabs(small[at] - exact[at]), bound) << "small_gemm at " << at;
+        EXPECT_LE(std::fabs(blas[at] - exact[at]), bound) << "OpenBLAS at " << at;
       }
     }
   }
