@@ -1,5 +1,8 @@
-// The fused Dense op: cuBLASLt epilogues on the GPU, the composed ops on the CPU (and on the GPU
-// where cuBLASLt has no fused algorithm).
+// The fused Dense op: one recorded op for y = act(x W^T + b). On the GPU, cuBLASLt epilogues (and
+// the composed ops where cuBLASLt has no fused algorithm); on the CPU, the GEMM then the bias and
+// the ReLU applied in place: the same kernels, in the same order, as the composed ops (matmul,
+// bias_add, relu), so the same bits, without their two extra outputs and two extra tape entries
+// (which, for a tiny network, cost more than the arithmetic).
 #include <atomic>
 
 #include "cairn/core/autograd.h"
@@ -7,10 +10,32 @@
 #include "cairn/core/ops/op_support.h"
 #include "cairn/kernels/dense.h"
 #include "cairn/kernels/elementwise.h"
+#include "cairn/kernels/gemm.h"
 
 namespace cairn::ops {
 namespace {
 std::atomic<bool> g_fused_dense{true};
+
+// y = act(x W^T + b) on the CPU, as matmul, bias_add and relu compute it.
+void dense_forward_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias,
+                       DenseActivation activation, Tensor& y) {
+  const int64_t n = x.dim(0), in = x.dim(1), out = weight.dim(0);
+  kernels::RowMajorGemm request;
+  request.a = x.data();
+  request.b = weight.data();
+  request.c = y.data();
+  request.m = n;
+  request.n = out;
+  request.k = in;
+  request.transpose_b = Transpose::kYes;
+  kernels::cpu::gemm(kernels::plan_gemm(request));
+  kernels::cpu::binary(kernels::BinaryOp::kAdd, y.data(), bias.data(), y.data(), n, out,
+                       kernels::Broadcast::kRow);
+  if (activation == DenseActivation::kRelu) {
+    kernels::cpu::unary(kernels::UnaryOp::kRelu, y.data(), y.data(), n * out, 0.0f);
+  }
+}
+
 }  // namespace
 
 void set_fused_dense(bool enabled) { g_fused_dense.store(enabled); }
@@ -37,12 +62,14 @@ Tensor dense(const Tensor& x, const Tensor& weight, const Tensor& bias,
     const Tensor y = linear(x, weight, bias);
     return activation == DenseActivation::kRelu ? relu(y) : y;
   };
-  if (x.device().is_cpu() || n == 0 || in == 0 || out == 0 || !fused_dense()) return composed();
-
   const Device device = x.device();
+  if (n == 0 || in == 0 || out == 0 || (device.is_cuda() && !fused_dense())) return composed();
+
   const kernels::MatmulPrecision precision = matmul_precision();
   Tensor y = Tensor::empty({n, out}, device);
-  {
+  if (device.is_cpu()) {
+    dense_forward_cpu(x, weight, bias, activation, y);
+  } else {
     cuda::DeviceGuard guard(device);
     const cuda::Stream stream = cuda::current_stream(device);
     auto workspace = detail::workspace(device, kernels::cuda::kLtWorkspaceBytes);
@@ -64,8 +91,11 @@ Tensor dense(const Tensor& x, const Tensor& weight, const Tensor& bias,
         const Tensor dz = activation == DenseActivation::kRelu ? relu_backward(saved_y, dy) : dy;
         Tensor dx, dw, db;
         if (x.requires_grad()) dx = matmul(dz, weight.detach());
-        if (weight.requires_grad() || bias.requires_grad()) {
-          const Device device = dz.device();
+        const Device device = dz.device();
+        if (device.is_cpu()) {  // as matmul's and bias_add's backward compute them
+          if (weight.requires_grad()) dw = matmul(dz, x.detach(), Transpose::kYes, Transpose::kNo);
+          if (bias.requires_grad()) db = sum_columns(dz);
+        } else if (weight.requires_grad() || bias.requires_grad()) {
           const int64_t n = dz.dim(0), out = dz.dim(1), in = x.dim(1);
           dw = Tensor::empty({out, in}, device);
           db = Tensor::empty({out}, device);
