@@ -124,9 +124,9 @@ CAIRN_VECTOR_LOOP inline void all_columns(const Operands o) {
 
 bool small_gemm_takes(const ColumnMajorGemmPlan& plan) {
   // Measured (bench_small_gemm): with `first` transposed each element is a dot product that
-  // OpenBLAS's packed kernels compute as fast as small_gemm's copy-then-add; and a column
-  // shorter than one 32-row register block leaves small_gemm's per-column cost uncovered.
-  if (plan.transpose_first || plan.m < 32 || plan.k < 1 || plan.n > kSmallGemmMaxWork) return false;
+  // OpenBLAS's packed kernels compute as fast as a copy-then-add would; and a column shorter
+  // than one 8-row register block is all scalar tail.
+  if (plan.transpose_first || plan.m < 8 || plan.k < 1 || plan.n > kSmallGemmMaxWork) return false;
   if (plan.m * plan.n > kSmallGemmMaxWork || plan.m * plan.n * plan.k > kSmallGemmMaxWork) {
     return false;
   }

@@ -29,7 +29,7 @@ namespace cairn::kernels::cpu {
 inline constexpr int64_t kSmallGemmMaxWork = int64_t(1) << 16;
 
 // Whether cpu::gemm hands this plan to small_gemm: at most kSmallGemmMaxWork, `first` not
-// transposed, and columns of C of at least 32 rows (where it was measured to win).
+// transposed, and columns of C of at least 8 rows (where it was measured to win).
 bool small_gemm_takes(const ColumnMajorGemmPlan& plan);
 
 // The plan, whatever its size; k >= 1 and `first` not transposed.

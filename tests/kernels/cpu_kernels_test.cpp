@@ -564,7 +564,7 @@ TEST(CpuGemm, SmallGemmAndOpenBlasBothMatchNaiveLoop) {
   }
 }
 
-// What cpu::gemm sends where: small, `first` not transposed and columns of 32 rows or more to
+// What cpu::gemm sends where: small, `first` not transposed and columns of 8 rows or more to
 // small_gemm; the rest to OpenBLAS.
 TEST(CpuGemm, SmallGemmTakesOnlySmallProblems) {
   if (std::getenv("CAIRN_CPU_SMALL_GEMM") != nullptr) GTEST_SKIP() << "CAIRN_CPU_SMALL_GEMM is set";
@@ -577,7 +577,9 @@ TEST(CpuGemm, SmallGemmTakesOnlySmallProblems) {
   plan.transpose_first = true;  // a forward pass's layout
   EXPECT_FALSE(cpu::small_gemm_takes(plan));
   plan.transpose_first = false;
-  plan.m = 20;  // shorter than a register block
+  plan.m = 20;  // the tiny network's layer 1 dW
+  EXPECT_TRUE(cpu::small_gemm_takes(plan));
+  plan.m = 7;  // shorter than a register block
   EXPECT_FALSE(cpu::small_gemm_takes(plan));
   plan.m = 256, plan.n = 96, plan.k = 10;  // the book's MLP, layer 2 dx of the last batch
   EXPECT_FALSE(cpu::small_gemm_takes(plan));
