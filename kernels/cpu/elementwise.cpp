@@ -1,9 +1,11 @@
 // CPU elementwise families: fill, unary maps, binary maps with broadcast, ReLU backward.
 #include "cairn/kernels/elementwise.h"
 
+#include <algorithm>
 #include <cmath>
 
 #include "cairn/core/error.h"
+#include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/cpu/vector_dispatch.h"
 
 namespace cairn::kernels::cpu {
@@ -12,12 +14,18 @@ namespace {
 
 using detail::run_widest;
 
+// Below this many elements per thread a loop stays on one thread (parallel.h): waking a helper
+// costs more than it saves.
+constexpr int64_t kElementsPerThread = 32768;
+
 // The op is chosen once, outside the loop, so each loop body is a single inlined scalar function
 // (passed as a lambda: a function pointer would be a call per element).
 template <typename F>
 void map_unary(const float* x, float* y, int64_t n, F f) {
-  run_widest([&]() CAIRN_VECTOR_LOOP {
-    for (int64_t i = 0; i < n; ++i) y[i] = f(x[i]);
+  parallel_for(n, kElementsPerThread, [&](int64_t begin, int64_t end) {
+    run_widest([&]() CAIRN_VECTOR_LOOP {
+      for (int64_t i = begin; i < end; ++i) y[i] = f(x[i]);
+    });
   });
 }
 
@@ -41,33 +49,43 @@ float relu(float x) { return x <= 0.0f ? 0.0f : x; }
 template <typename F>
 void map_binary(const float* a, const float* b, float* y, int64_t rows, int64_t cols,
                 Broadcast broadcast, F f) {
+  // Ranges of rows (of elements, without a per-row operand) on each thread.
   const int64_t n = rows * cols;
+  const int64_t rows_per_thread = kElementsPerThread / std::max<int64_t>(1, cols) + 1;
   switch (broadcast) {
     case Broadcast::kNone:
-      return run_widest([&]() CAIRN_VECTOR_LOOP {
-        for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], b[i]);
+      return parallel_for(n, kElementsPerThread, [&](int64_t begin, int64_t end) {
+        run_widest([&]() CAIRN_VECTOR_LOOP {
+          for (int64_t i = begin; i < end; ++i) y[i] = f(a[i], b[i]);
+        });
       });
     case Broadcast::kScalar:
-      return run_widest([&]() CAIRN_VECTOR_LOOP {
-        const float bv = b[0];
-        for (int64_t i = 0; i < n; ++i) y[i] = f(a[i], bv);
+      return parallel_for(n, kElementsPerThread, [&](int64_t begin, int64_t end) {
+        run_widest([&]() CAIRN_VECTOR_LOOP {
+          const float bv = b[0];
+          for (int64_t i = begin; i < end; ++i) y[i] = f(a[i], bv);
+        });
       });
     case Broadcast::kRow:
-      return run_widest([&]() CAIRN_VECTOR_LOOP {
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* ar = a + r * cols;
-          float* yr = y + r * cols;
-          for (int64_t c = 0; c < cols; ++c) yr[c] = f(ar[c], b[c]);
-        }
+      return parallel_for(rows, rows_per_thread, [&](int64_t begin, int64_t end) {
+        run_widest([&]() CAIRN_VECTOR_LOOP {
+          for (int64_t r = begin; r < end; ++r) {
+            const float* ar = a + r * cols;
+            float* yr = y + r * cols;
+            for (int64_t c = 0; c < cols; ++c) yr[c] = f(ar[c], b[c]);
+          }
+        });
       });
     case Broadcast::kColumn:
-      return run_widest([&]() CAIRN_VECTOR_LOOP {
-        for (int64_t r = 0; r < rows; ++r) {
-          const float* ar = a + r * cols;
-          float* yr = y + r * cols;
-          const float bv = b[r];
-          for (int64_t c = 0; c < cols; ++c) yr[c] = f(ar[c], bv);
-        }
+      return parallel_for(rows, rows_per_thread, [&](int64_t begin, int64_t end) {
+        run_widest([&]() CAIRN_VECTOR_LOOP {
+          for (int64_t r = begin; r < end; ++r) {
+            const float* ar = a + r * cols;
+            float* yr = y + r * cols;
+            const float bv = b[r];
+            for (int64_t c = 0; c < cols; ++c) yr[c] = f(ar[c], bv);
+          }
+        });
       });
   }
 }
@@ -151,11 +169,13 @@ void relu_backward(const float* x, const float* dy, float* dx, int64_t n) {
   CAIRN_CHECK(n >= 0, "cpu::relu_backward: negative size ", n);
   // dy is loaded whatever x is, so the loop is a compare and a select: no branch around the
   // load, and it vectorises (a NaN in dy where x <= 0 still gives 0, as before).
-  run_widest([&]() CAIRN_VECTOR_LOOP {
-    for (int64_t i = 0; i < n; ++i) {
-      const float g = dy[i];
-      dx[i] = x[i] > 0.0f ? g : 0.0f;
-    }
+  parallel_for(n, kElementsPerThread, [&](int64_t begin, int64_t end) {
+    run_widest([&]() CAIRN_VECTOR_LOOP {
+      for (int64_t i = begin; i < end; ++i) {
+        const float g = dy[i];
+        dx[i] = x[i] > 0.0f ? g : 0.0f;
+      }
+    });
   });
 }
 

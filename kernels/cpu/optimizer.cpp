@@ -4,11 +4,15 @@
 #include <cmath>
 
 #include "cairn/core/error.h"
+#include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/cpu/vector_dispatch.h"
 
 namespace cairn::kernels::cpu {
 
 using detail::run_widest;
+
+// Below this many elements a parameter's update is not worth waking another thread for.
+constexpr int64_t kUpdateElementsPerThread = 32768;
 
 void sgd_update(float* weight, const float* grad, float* velocity, int64_t n,
                 const SgdConfig& config) {
@@ -20,22 +24,25 @@ void sgd_update(float* weight, const float* grad, float* velocity, int64_t n,
   // the ones the single loop computed, in the same order, so the bits are the same.
   const float grad_scale = config.grad_scale, weight_decay = config.weight_decay;
   const float momentum = config.momentum, learning_rate = config.learning_rate;
-  if (use_momentum) {
-    run_widest([&]() CAIRN_VECTOR_LOOP {
-      for (int64_t i = 0; i < n; ++i) {
-        const float g = grad_scale * grad[i] + weight_decay * weight[i];
-        velocity[i] = momentum * velocity[i] + g;
-        weight[i] -= learning_rate * velocity[i];
-      }
-    });
-  } else {
-    run_widest([&]() CAIRN_VECTOR_LOOP {
-      for (int64_t i = 0; i < n; ++i) {
-        const float g = grad_scale * grad[i] + weight_decay * weight[i];
-        weight[i] -= learning_rate * g;
-      }
-    });
-  }
+  // Element by element, so ranges of the parameter can be updated on different threads.
+  parallel_for(n, kUpdateElementsPerThread, [&](int64_t begin, int64_t end) {
+    if (use_momentum) {
+      run_widest([&]() CAIRN_VECTOR_LOOP {
+        for (int64_t i = begin; i < end; ++i) {
+          const float g = grad_scale * grad[i] + weight_decay * weight[i];
+          velocity[i] = momentum * velocity[i] + g;
+          weight[i] -= learning_rate * velocity[i];
+        }
+      });
+    } else {
+      run_widest([&]() CAIRN_VECTOR_LOOP {
+        for (int64_t i = begin; i < end; ++i) {
+          const float g = grad_scale * grad[i] + weight_decay * weight[i];
+          weight[i] -= learning_rate * g;
+        }
+      });
+    }
+  });
 }
 
 void adam_update(float* weight, const float* grad, float* mean, float* variance, int64_t n,
@@ -48,14 +55,16 @@ void adam_update(float* weight, const float* grad, float* mean, float* variance,
       static_cast<float>(1.0 - std::pow(static_cast<double>(config.beta1), t));
   const float correction2 =
       static_cast<float>(1.0 - std::pow(static_cast<double>(config.beta2), t));
-  for (int64_t i = 0; i < n; ++i) {
-    const float g = config.grad_scale * grad[i] + config.weight_decay * weight[i];
-    mean[i] = config.beta1 * mean[i] + (1.0f - config.beta1) * g;
-    variance[i] = config.beta2 * variance[i] + (1.0f - config.beta2) * g * g;
-    const float mean_hat = mean[i] / correction1;
-    const float variance_hat = variance[i] / correction2;
-    weight[i] -= config.learning_rate * mean_hat / (std::sqrt(variance_hat) + config.epsilon);
-  }
+  parallel_for(n, kUpdateElementsPerThread, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i) {
+      const float g = config.grad_scale * grad[i] + config.weight_decay * weight[i];
+      mean[i] = config.beta1 * mean[i] + (1.0f - config.beta1) * g;
+      variance[i] = config.beta2 * variance[i] + (1.0f - config.beta2) * g * g;
+      const float mean_hat = mean[i] / correction1;
+      const float variance_hat = variance[i] / correction2;
+      weight[i] -= config.learning_rate * mean_hat / (std::sqrt(variance_hat) + config.epsilon);
+    }
+  });
 }
 
 }  // namespace cairn::kernels::cpu

@@ -7,6 +7,7 @@ set(CAIRN_KERNELS_CPU_SOURCES
   kernels/cpu/softmax.cpp
   kernels/cpu/gemm.cpp
   kernels/cpu/small_gemm.cpp
+  kernels/cpu/parallel.cpp
   kernels/cpu/random.cpp
   kernels/cpu/optimizer.cpp
   kernels/cpu/loss.cpp)

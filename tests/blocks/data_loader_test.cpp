@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <set>
 
+#include "cairn/kernels/cpu/parallel.h"
 #include "support/test_support.h"
 
 namespace cairn {
@@ -86,6 +87,48 @@ TEST(DataLoader, DropLastAndStandardisation) {
   EXPECT_EQ(batches.size(), 2u);
   // Sample 1's last pixel: (254 / 255 - 0.5) / 0.25
   EXPECT_NEAR(batches[0].x.to_vector()[5], (254.0f / 255.0f - 0.5f) / 0.25f, 1e-6f);
+}
+
+// The gather is split across threads for large batches (parallel.h): at one thread and at three
+// the batches are the same, bit for bit, and each row still matches its sample.
+TEST(DataLoader, BatchesAreTheSameAtAnyThreadCount) {
+  auto data = std::make_shared<LabelledImages>();
+  data->count = 1000;
+  data->features = 97;
+  data->classes = 10;
+  for (int64_t i = 0; i < data->count * data->features; ++i) {
+    data->pixels.push_back(uint8_t((i * 2654435761u) >> 24));
+  }
+  for (int64_t i = 0; i < data->count; ++i) data->labels.push_back(int32_t(i % 10));
+  LoaderOptions options;
+  options.batch_size = 300;  // 3 threads of 100 rows, and a short last batch of 100
+  options.mean = 0.3f;
+  options.stddev = 0.4f;
+  auto epoch_at = [&](int threads) {
+    kernels::cpu::set_threads(threads);
+    DataLoader loader(data, options, Device::cpu());
+    auto batches = one_epoch(loader, 2);
+    kernels::cpu::set_threads(0);
+    return batches;
+  };
+  const auto one = epoch_at(1), three = epoch_at(3);
+  ASSERT_EQ(one.size(), 4u);
+  ASSERT_EQ(three.size(), 4u);
+  for (size_t b = 0; b < one.size(); ++b) {
+    EXPECT_EQ(one[b].x.to_vector(), three[b].x.to_vector()) << "batch " << b;
+    EXPECT_EQ(one[b].y.to_int32_vector(), three[b].y.to_int32_vector()) << "batch " << b;
+  }
+  // Row r of the first batch is sample order[r], normalised.
+  const std::vector<int64_t> order = seeded_permutation(data->count, options.seed * 1000003ull + 2);
+  const std::vector<float> x = three[0].x.to_vector();
+  for (int64_t row = 0; row < 300; row += 37) {
+    const int64_t sample = order[size_t(row)];
+    for (int64_t f = 0; f < data->features; f += 13) {
+      const float pixel = float(data->pixels[size_t(sample * data->features + f)]);
+      EXPECT_EQ(x[size_t(row * data->features + f)],
+                pixel * (1.0f / (255.0f * 0.4f)) - 0.3f / 0.4f);
+    }
+  }
 }
 
 TEST(DataLoader, RejectsBadOptions) {
