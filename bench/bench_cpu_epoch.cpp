@@ -12,7 +12,10 @@
 // Runs are interleaved (cairn, reference, cairn, reference, ...) so that load from other
 // processes hits both alike, and every figure is the minimum over the repeats: on a shared
 // machine the minimum is the run least disturbed. The ratio is cairn's minimum over the
-// reference's minimum, both from this run. Each run is timed twice: wall clock, and the CPU time
+// reference's minimum, both from this run. "paired ratio" is the median, over the repeats, of
+// each cairn epoch's wall time over that of the reference epoch run right after it: where the
+// machine's speed drifts over minutes (a VM whose neighbours come and go), neighbours in time
+// share the drift, so this is the steadier estimate of the two. Each run is timed twice: wall clock, and the CPU time
 // of the whole process (user + system, all threads: CLOCK_PROCESS_CPUTIME_ID), which on a
 // machine shared with other work is the steadier of the two at one thread (time spent waiting
 // for a core is not counted; page faults and the kernel's work are). No GPU is needed or used.
@@ -252,20 +255,30 @@ int run(int argc, char** argv) {
     BlasOnlyEpoch blas_epoch;
     std::printf(
         "| W1: 784-256-10, batch 256, one epoch | threads | cairn s | BLAS-only s | ratio | "
-        "cairn CPU s | BLAS-only CPU s | CPU ratio |\n");
-    std::printf("| --- | --- | --- | --- | --- | --- | --- | --- |\n");
+        "cairn CPU s | BLAS-only CPU s | CPU ratio | paired ratio |\n");
+    std::printf("| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n");
     for (int n : threads) {
       openblas_set_num_threads(n);
       cairn_epoch.run();  // warm-up: caches, page faults, OpenBLAS's thread pool
       if (reference) blas_epoch.run();
       Timing best_cairn, best_blas;
+      std::vector<double> paired;  // each cairn epoch's wall time over the reference's next to it
       for (int r = 0; r < repeats; ++r) {
-        best_cairn.keep_min(timed([&] { cairn_epoch.run(); }));
-        if (reference) best_blas.keep_min(timed([&] { blas_epoch.run(); }));
+        const Timing cairn_run = timed([&] { cairn_epoch.run(); });
+        best_cairn.keep_min(cairn_run);
+        if (reference) {
+          const Timing blas_run = timed([&] { blas_epoch.run(); });
+          best_blas.keep_min(blas_run);
+          paired.push_back(cairn_run.wall / blas_run.wall);
+        }
       }
-      std::printf("| W1 | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n", n, best_cairn.wall,
-                  best_blas.wall, best_cairn.wall / best_blas.wall, best_cairn.cpu, best_blas.cpu,
-                  best_cairn.cpu / best_blas.cpu);
+      std::sort(paired.begin(), paired.end());
+      const double median =
+          paired.empty() ? 0.0
+                         : 0.5 * (paired[(paired.size() - 1) / 2] + paired[paired.size() / 2]);
+      std::printf("| W1 | %d | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f | %.3f |\n", n,
+                  best_cairn.wall, best_blas.wall, best_cairn.wall / best_blas.wall,
+                  best_cairn.cpu, best_blas.cpu, best_cairn.cpu / best_blas.cpu, median);
       std::fflush(stdout);
     }
     std::printf("\n");

@@ -1,11 +1,13 @@
 // CPU reductions: whole tensor, per row, per column (the bias gradient), argmax per row.
 #include "cairn/kernels/reduce.h"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "cairn/core/error.h"
+#include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/cpu/vector_dispatch.h"
 
 namespace cairn::kernels::cpu {
@@ -55,20 +57,25 @@ void reduce_rows(ReduceOp op, const float* x, int64_t rows, int64_t cols, float*
 
 void sum_columns(const float* x, int64_t rows, int64_t cols, float* out, Accumulate accumulate) {
   CAIRN_CHECK(rows >= 0 && cols >= 0, "cpu::sum_columns: negative shape (", rows, ", ", cols, ")");
-  // Row-major walk (cache friendly) into one double accumulator per column.
-  std::vector<double> sums(static_cast<size_t>(cols), 0.0);
-  // Each column's sum keeps its order (row by row); the columns are independent, so the inner
-  // loop vectorises across them without changing a bit.
-  double* column_sums = sums.data();
-  detail::run_widest([&]() CAIRN_VECTOR_LOOP {
-    for (int64_t r = 0; r < rows; ++r) {
-      const float* row = x + r * cols;
-      for (int64_t c = 0; c < cols; ++c) column_sums[c] += row[c];
-    }
+  // Row-major walk (cache friendly) into one double accumulator per column. Each column's sum
+  // keeps its order (row by row); the columns are independent, so the inner loop vectorises
+  // across them, and ranges of columns go to different threads, without changing a bit.
+  thread_local std::vector<double> scratch;
+  if (scratch.size() < size_t(cols)) scratch.resize(size_t(cols));
+  double* column_sums = scratch.data();
+  const int64_t columns_per_thread = std::max<int64_t>(64, 32768 / std::max<int64_t>(1, rows));
+  parallel_for(cols, columns_per_thread, [&](int64_t begin, int64_t end) {
+    detail::run_widest([&]() CAIRN_VECTOR_LOOP {
+      for (int64_t c = begin; c < end; ++c) column_sums[c] = 0.0;
+      for (int64_t r = 0; r < rows; ++r) {
+        const float* row = x + r * cols;
+        for (int64_t c = begin; c < end; ++c) column_sums[c] += row[c];
+      }
+    });
   });
   for (int64_t c = 0; c < cols; ++c) {
-    out[c] = accumulate == Accumulate::kAdd ? static_cast<float>(out[c] + sums[c])
-                                            : static_cast<float>(sums[c]);
+    out[c] = accumulate == Accumulate::kAdd ? static_cast<float>(out[c] + column_sums[c])
+                                            : static_cast<float>(column_sums[c]);
   }
 }
 

@@ -3,6 +3,7 @@
 
 #include <cmath>
 #include <limits>
+#include <vector>
 
 #include "cairn/core/error.h"
 
@@ -19,11 +20,23 @@ double row_max(const float* row, int64_t cols) {
   return best;
 }
 
-// sum_c exp(row[c] - max): at least 1 (the max term), so its log and reciprocal are finite.
-double sum_exp_shifted(const float* row, int64_t cols, double max) {
+// exps[c] = exp(row[c] - max); returns their sum, added in order c = 0, 1, ...: at least 1 (the
+// max term), so its log and reciprocal are finite. Each exp is computed once and kept for the
+// probabilities (it was computed twice; the same calls give the same values).
+double exp_shifted(const float* row, int64_t cols, double max, double* exps) {
   double sum = 0.0;
-  for (int64_t c = 0; c < cols; ++c) sum += std::exp(static_cast<double>(row[c]) - max);
+  for (int64_t c = 0; c < cols; ++c) {
+    exps[c] = std::exp(static_cast<double>(row[c]) - max);
+    sum += exps[c];
+  }
   return sum;
+}
+
+// Room for one row's exps.
+double* row_scratch(int64_t cols) {
+  thread_local std::vector<double> scratch;
+  if (int64_t(scratch.size()) < cols) scratch.resize(size_t(cols));
+  return scratch.data();
 }
 
 }  // namespace
@@ -31,14 +44,13 @@ double sum_exp_shifted(const float* row, int64_t cols, double max) {
 void softmax_rows(const float* x, int64_t rows, int64_t cols, float* y) {
   CAIRN_CHECK(rows >= 0 && cols >= 0, "cpu::softmax_rows: negative shape (", rows, ", ", cols, ")");
   if (cols == 0) return;
+  double* exps = row_scratch(cols);
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * cols;
     float* yr = y + r * cols;
     const double max = row_max(xr, cols);
-    const double sum = sum_exp_shifted(xr, cols, max);
-    for (int64_t c = 0; c < cols; ++c) {
-      yr[c] = static_cast<float>(std::exp(static_cast<double>(xr[c]) - max) / sum);
-    }
+    const double sum = exp_shifted(xr, cols, max, exps);
+    for (int64_t c = 0; c < cols; ++c) yr[c] = static_cast<float>(exps[c] / sum);
   }
 }
 
@@ -61,6 +73,7 @@ void softmax_xent_forward(const float* logits, const int32_t* labels, int64_t ro
                           float* loss, float* probs) {
   CAIRN_CHECK(rows >= 0 && cols >= 0, "cpu::softmax_xent_forward: negative shape (", rows, ", ",
               cols, ")");
+  double* exps = row_scratch(cols);
   for (int64_t r = 0; r < rows; ++r) {
     const int32_t label = labels[r];
     const bool label_ok = label >= 0 && label < cols;
@@ -71,10 +84,8 @@ void softmax_xent_forward(const float* logits, const int32_t* labels, int64_t ro
     const float* xr = logits + r * cols;
     float* pr = probs + r * cols;
     const double max = row_max(xr, cols);
-    const double sum = sum_exp_shifted(xr, cols, max);
-    for (int64_t c = 0; c < cols; ++c) {
-      pr[c] = static_cast<float>(std::exp(static_cast<double>(xr[c]) - max) / sum);
-    }
+    const double sum = exp_shifted(xr, cols, max, exps);
+    for (int64_t c = 0; c < cols; ++c) pr[c] = static_cast<float>(exps[c] / sum);
     // logsumexp(x) - x[label] = log(sum) - (x[label] - max), both terms small.
     loss[r] = label_ok ? static_cast<float>(std::log(sum) - (static_cast<double>(xr[label]) - max))
                        : std::numeric_limits<float>::quiet_NaN();

@@ -10,6 +10,7 @@
 #include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/optimizer.h"
+#include "cairn/kernels/reduce.h"
 
 extern "C" void openblas_set_num_threads(int) __attribute__((weak));
 extern "C" int openblas_get_num_threads(void) __attribute__((weak));
@@ -153,6 +154,11 @@ TEST(ParallelKernels, ElementwiseAndUpdatesGiveTheSameBitsAtAnyThreadCount) {
     std::vector<float> dx(static_cast<size_t>(kN));
     relu_backward(x.data(), other.data(), dx.data(), kN);
     return dx;
+  });
+  expect_same_bits_at_1_and_3_threads([&] {
+    std::vector<float> sums = values(kCols, 6);  // accumulated into
+    sum_columns(x.data(), kRows, kCols, sums.data(), Accumulate::kAdd);
+    return sums;
   });
   expect_same_bits_at_1_and_3_threads([&] {
     std::vector<float> weight = x, velocity = values(kN, 5);
