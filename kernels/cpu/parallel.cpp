@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <condition_variable>
 #include <mutex>
 #include <thread>
@@ -100,6 +101,11 @@ Pool& pool() {
 int threads() {
   const int forced = g_threads_override.load(std::memory_order_relaxed);
   if (forced >= 1) return forced;
+  static const int from_environment = [] {
+    const char* setting = std::getenv("CAIRN_CPU_THREADS");
+    return setting != nullptr ? std::max(0, std::atoi(setting)) : 0;
+  }();
+  if (from_environment >= 1) return from_environment;
   if (openblas_get_num_threads != nullptr) return std::max(1, openblas_get_num_threads());
   return 1;
 }

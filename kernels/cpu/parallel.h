@@ -9,7 +9,8 @@
 //
 // How many threads: by default the BLAS's own current count (OpenBLAS's
 // openblas_get_num_threads(), read at every call, so openblas_set_num_threads and
-// OPENBLAS_NUM_THREADS govern both); 1 with another BLAS. set_threads(n) overrides it.
+// OPENBLAS_NUM_THREADS govern both); 1 with another BLAS. CAIRN_CPU_THREADS=n in the
+// environment overrides that, and set_threads(n) overrides both.
 // The helper threads sleep on a condition variable between loops rather than spinning, so that
 // they never hold a core OpenBLAS's own threads are waiting for.
 #pragma once
