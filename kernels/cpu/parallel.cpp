@@ -101,10 +101,10 @@ Pool& pool() {
 int threads() {
   const int forced = g_threads_override.load(std::memory_order_relaxed);
   if (forced >= 1) return forced;
-  static const int from_environment = [] {
-    const char* setting = std::getenv("CAIRN_CPU_THREADS");
-    return setting != nullptr ? std::max(0, std::atoi(setting)) : 0;
-  }();
+  // Read each time (parallel_for asks only for loops large enough to split), so that a setting
+  // made after start-up counts too.
+  const char* setting = std::getenv("CAIRN_CPU_THREADS");
+  const int from_environment = setting != nullptr ? std::atoi(setting) : 0;
   if (from_environment >= 1) return from_environment;
   if (openblas_get_num_threads != nullptr) return std::max(1, openblas_get_num_threads());
   return 1;
@@ -118,7 +118,7 @@ void parallel_for_erased(int64_t n, int64_t min_per_thread,
                          void (*call)(const void*, int64_t, int64_t), const void* body) {
   if (n <= 0) return;
   const int64_t by_size = n / std::max<int64_t>(1, min_per_thread);
-  const int ranges = t_inside_body ? 1 : int(std::min<int64_t>(threads(), by_size));
+  const int ranges = t_inside_body || by_size <= 1 ? 1 : int(std::min<int64_t>(threads(), by_size));
   if (ranges <= 1) {
     call(body, 0, n);
     return;

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -87,15 +88,20 @@ TEST(ParallelFor, FollowsOpenBlasThreadCountByDefault) {
   if (openblas_set_num_threads == nullptr || openblas_get_num_threads == nullptr) {
     GTEST_SKIP() << "the BLAS linked in is not OpenBLAS";
   }
+  if (std::getenv("CAIRN_CPU_THREADS") != nullptr) GTEST_SKIP() << "CAIRN_CPU_THREADS is set";
   const int before = openblas_get_num_threads();
   set_threads(0);
   openblas_set_num_threads(1);
   EXPECT_EQ(threads(), 1);
   openblas_set_num_threads(3);
   EXPECT_EQ(threads(), 3);
-  set_threads(2);  // an explicit count wins
+  setenv("CAIRN_CPU_THREADS", "4", 1);  // the environment wins over the BLAS
+  EXPECT_EQ(threads(), 4);
+  set_threads(2);  // and an explicit count over both
   EXPECT_EQ(threads(), 2);
   set_threads(0);
+  unsetenv("CAIRN_CPU_THREADS");
+  EXPECT_EQ(threads(), 3);
   openblas_set_num_threads(before);
 }
 
