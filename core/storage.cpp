@@ -27,6 +27,11 @@ std::atomic<bool>& poison_flag() {
 void set_poison_allocations(bool enabled) { poison_flag().store(enabled); }
 bool poison_allocations() { return poison_flag().load(); }
 
+struct Storage::Shared : Storage {
+  Shared(void* data, size_t bytes, const Device& device, bool owned)
+      : Storage(data, bytes, device, owned) {}
+};
+
 std::shared_ptr<Storage> Storage::allocate(size_t bytes, const Device& device) {
   void* data = nullptr;
   if (bytes > 0) {
@@ -48,13 +53,13 @@ std::shared_ptr<Storage> Storage::allocate(size_t bytes, const Device& device) {
       }
     }
   }
-  return std::shared_ptr<Storage>(new Storage(data, bytes, device, /*owned=*/true));
+  return std::make_shared<Shared>(data, bytes, device, /*owned=*/true);
 }
 
 std::shared_ptr<Storage> Storage::borrow(void* data, size_t bytes, const Device& device) {
   CAIRN_CHECK(data != nullptr || bytes == 0, "Tensor::wrap: null pointer for ", bytes, " bytes on ",
               device);
-  return std::shared_ptr<Storage>(new Storage(data, bytes, device, /*owned=*/false));
+  return std::make_shared<Shared>(data, bytes, device, /*owned=*/false);
 }
 
 Storage::~Storage() {

@@ -34,6 +34,9 @@ class Storage {
  private:
   Storage(void* data, size_t bytes, const Device& device, bool owned)
       : data_(data), bytes_(bytes), device_(device), owned_(owned) {}
+  // Lets make_shared reach the private constructor: one allocation for the Storage and its
+  // reference counts instead of two (a tiny network's step makes dozens of tensors).
+  struct Shared;
   void* data_;
   size_t bytes_;
   Device device_;

@@ -17,11 +17,11 @@
 namespace cairn {
 namespace {
 
-std::shared_ptr<TensorImpl> make_impl(std::shared_ptr<Storage> storage, const Shape& shape,
-                                      int64_t numel, DType dtype) {
+std::shared_ptr<TensorImpl> make_impl(std::shared_ptr<Storage> storage, Shape shape, int64_t numel,
+                                      DType dtype) {
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = std::move(storage);
-  impl->shape = shape;
+  impl->shape = std::move(shape);
   impl->numel = numel;
   impl->dtype = dtype;
   return impl;
@@ -81,12 +81,12 @@ void copy_bytes(void* dst, const Device& dst_device, const void* src, const Devi
 
 // ---- Creation ----
 
-Tensor Tensor::empty(const Shape& shape, const Device& device, DType dtype) {
+Tensor Tensor::empty(Shape shape, const Device& device, DType dtype) {
   int64_t numel = 0;
   const size_t bytes = checked_bytes(shape, dtype, "Tensor::empty", numel);
   check_device_usable(device, "Tensor::empty");
   auto storage = Storage::allocate(bytes, device);
-  return Tensor(make_impl(std::move(storage), shape, numel, dtype));
+  return Tensor(make_impl(std::move(storage), std::move(shape), numel, dtype));
 }
 
 Tensor Tensor::full(const Shape& shape, float value, const Device& device) {

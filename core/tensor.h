@@ -46,7 +46,8 @@ class Tensor {
   explicit Tensor(std::shared_ptr<TensorImpl> impl) : impl_(std::move(impl)) {}
 
   // ---- Creation. Device defaults to default_device(). ----
-  static Tensor empty(const Shape& shape, const Device& device, DType dtype = DType::kFloat32);
+  // The shape by value: a temporary ({rows, cols}) moves in instead of being copied.
+  static Tensor empty(Shape shape, const Device& device, DType dtype = DType::kFloat32);
   static Tensor empty(const Shape& shape) { return empty(shape, default_device()); }
   static Tensor full(const Shape& shape, float value, const Device& device);
   static Tensor zeros(const Shape& shape, const Device& device);
