@@ -627,6 +627,31 @@ TEST(CpuGemm, SmallGemmIsAsAccurateAsOpenBlas) {
   }
 }
 
+// beta = 0 over a C with padding rows (ldc > m): cairn zeroes C itself before OpenBLAS adds to it
+// (gemm.cpp), so a NaN in C must not survive, and the padding must stay as it was.
+TEST(CpuGemm, OverwriteWithPaddedLeadingDimension) {
+  const int64_t m = 5, n = 300, k = 3, ldc = m + 2;
+  const std::vector<float> first = test_values(m * k, 31), second = test_values(k * n, 32);
+  std::vector<float> c(size_t(ldc * n), kNaN);
+  for (int64_t j = 0; j < n; ++j) c[size_t(j * ldc + m)] = c[size_t(j * ldc + m + 1)] = 7.0f;
+  ColumnMajorGemmPlan plan;
+  plan.m = m, plan.n = n, plan.k = k;
+  plan.first = first.data(), plan.ld_first = m;
+  plan.second = second.data(), plan.ld_second = k;
+  plan.c = c.data(), plan.ldc = ldc;
+  plan.beta = 0.0f;
+  cpu::blas_gemm(plan);
+  for (int64_t j = 0; j < n; ++j) {
+    for (int64_t i = 0; i < m; ++i) {
+      double sum = 0.0;
+      for (int64_t p = 0; p < k; ++p) sum += double(first[size_t(i + p * m)]) * second[size_t(p + j * k)];
+      ASSERT_NEAR(c[size_t(j * ldc + i)], sum, 1e-5) << "row " << i << " column " << j;
+    }
+    ASSERT_EQ(c[size_t(j * ldc + m)], 7.0f) << "padding of column " << j;
+    ASSERT_EQ(c[size_t(j * ldc + m + 1)], 7.0f) << "padding of column " << j;
+  }
+}
+
 TEST(CpuGemm, EmptyInnerDimension) {
   for (Transpose ta : {Transpose::kNo, Transpose::kYes}) {
     for (Transpose tb : {Transpose::kNo, Transpose::kYes}) {
