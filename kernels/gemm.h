@@ -50,6 +50,12 @@ namespace cpu {
 // Runs the plan through cblas_sgemm (column-major). k == 0 scales C by beta (zero when
 // overwriting), as BLAS defines it.
 void gemm(const ColumnMajorGemmPlan& plan);
+
+// Whether cpu::gemm splits a large GEMM across threads itself (kernels/cpu/parallel.h says why):
+// on by default, off when the environment has CAIRN_CPU_SPLIT_GEMM=0, in which case OpenBLAS
+// threads it, as before. Results at one thread are the same either way; at two or more they
+// differ in the last bits (bench_gemm_split measures by how much).
+void set_gemm_split_enabled(bool enabled);
 }  // namespace cpu
 
 namespace cuda {

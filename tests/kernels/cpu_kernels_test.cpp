@@ -10,6 +10,7 @@
 
 #include "cairn/core/error.h"
 #include "cairn/kernels/elementwise.h"
+#include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/cpu/small_gemm.h"
 #include "cairn/kernels/gemm.h"
 #include "cairn/kernels/lt_plan.h"
@@ -649,6 +650,48 @@ TEST(CpuGemm, OverwriteWithPaddedLeadingDimension) {
     }
     ASSERT_EQ(c[size_t(j * ldc + m)], 7.0f) << "padding of column " << j;
     ASSERT_EQ(c[size_t(j * ldc + m + 1)], 7.0f) << "padding of column " << j;
+  }
+}
+
+// Above OpenBLAS's own threading threshold cpu::gemm splits C into one block of columns (or of
+// rows, whichever side is longer) per thread, each a single-threaded OpenBLAS call (gemm.cpp).
+// Awkward sizes: blocks that do not divide evenly, a side too short to split, every layout,
+// accumulation, and a padded C whose padding must survive.
+TEST(CpuGemm, SplitAcrossThreadsMatchesNaiveLoop) {
+  struct RestoreThreads {
+    ~RestoreThreads() { cpu::set_threads(0); }
+  } restore;
+  const struct { int64_t m, n, k; } shapes[] = {{37, 301, 97}, {301, 37, 97}, {20, 20, 1000},
+                                               {17, 1000, 31}};
+  for (int count : {2, 3}) {
+    cpu::set_threads(count);
+    SCOPED_TRACE(::testing::Message() << "threads=" << count);
+    for (const auto& s : shapes) {
+      for (Transpose ta : {Transpose::kNo, Transpose::kYes}) {
+        for (Transpose tb : {Transpose::kNo, Transpose::kYes}) {
+          check_gemm(s.m, s.n, s.k, ta, tb, 1.0f, Accumulate::kOverwrite);
+          check_gemm(s.m, s.n, s.k, ta, tb, -0.5f, Accumulate::kAdd);
+        }
+      }
+    }
+    const int64_t m = 300, n = 301, k = 40, ldc = m + 3;
+    const std::vector<float> first = test_values(m * k, 41), second = test_values(k * n, 42);
+    std::vector<float> c(size_t(ldc * n), kNaN);
+    for (int64_t j = 0; j < n; ++j) c[size_t(j * ldc + m)] = 7.0f;
+    ColumnMajorGemmPlan plan;
+    plan.m = m, plan.n = n, plan.k = k;
+    plan.first = first.data(), plan.ld_first = m;
+    plan.second = second.data(), plan.ld_second = k;
+    plan.c = c.data(), plan.ldc = ldc;
+    cpu::gemm(plan);
+    for (int64_t j = 0; j < n; ++j) {
+      for (int64_t i = 0; i < m; i += 13) {
+        double sum = 0.0;
+        for (int64_t p = 0; p < k; ++p) sum += double(first[size_t(i + p * m)]) * second[size_t(p + j * k)];
+        ASSERT_NEAR(c[size_t(j * ldc + i)], sum, 1e-4) << "row " << i << " column " << j;
+      }
+      ASSERT_EQ(c[size_t(j * ldc + m)], 7.0f) << "padding of column " << j;
+    }
   }
 }
 

@@ -25,7 +25,7 @@ struct ThreadCount {
   ~ThreadCount() { set_threads(0); }
 };
 
-TEST(ParallelFor, CoversEveryIndexOnceInContiguousRanges) {
+TEST(ParallelFor, CoversEveryIndexOnceInRangesOfAtLeastTheMinimum) {
   for (int count : {1, 2, 3, 4}) {
     const ThreadCount threads(count);
     for (int64_t n : {int64_t(0), int64_t(1), int64_t(7), int64_t(100), int64_t(100003)}) {
@@ -34,12 +34,15 @@ TEST(ParallelFor, CoversEveryIndexOnceInContiguousRanges) {
       std::atomic<int> ranges{0};
       parallel_for(n, 10, [&](int64_t begin, int64_t end) {
         EXPECT_LT(begin, end);
+        if (n >= 10) EXPECT_GE(end - begin, 10);
         ranges.fetch_add(1);
         for (int64_t i = begin; i < end; ++i) hits[size_t(i)].fetch_add(1);
       });
       for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << "index " << i;
-      // As many ranges as threads, unless that would make them shorter than 10.
-      const int64_t expected = n == 0 ? 0 : std::max<int64_t>(1, std::min<int64_t>(count, n / 10));
+      // Four ranges per thread (so that a thread that starts late leaves its share to the
+      // others), unless that would make them shorter than 10; one range on one thread.
+      const int64_t expected =
+          n == 0 ? 0 : count == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(4 * count, n / 10));
       EXPECT_EQ(ranges.load(), expected);
     }
   }
@@ -56,6 +59,43 @@ TEST(ParallelFor, RunsOnMoreThanOneThread) {
     if (arrived.load() == 2) saw_both.fetch_add(1);
   });
   EXPECT_EQ(saw_both.load(), 2);
+}
+
+TEST(ParallelFor, LoopsBackToBackNeverMixUpTheirRanges) {
+  // Thousands of short loops in a row, each with its own body and data: a helper still finishing
+  // one loop, or waking late, must never run a range of the next with the wrong body.
+  const ThreadCount threads(3);
+  std::vector<int64_t> sums(2000, 0);
+  for (size_t loop = 0; loop < sums.size(); ++loop) {
+    std::vector<std::atomic<int64_t>> partial(64);
+    parallel_for(64, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) partial[size_t(i)].store(int64_t(loop) * 1000 + i);
+    });
+    for (int64_t i = 0; i < 64; ++i) sums[loop] += partial[size_t(i)].load();
+  }
+  for (size_t loop = 0; loop < sums.size(); ++loop) {
+    ASSERT_EQ(sums[loop], int64_t(loop) * 64000 + 63 * 64 / 2) << "loop " << loop;
+  }
+}
+
+TEST(ParallelBlasParts, RunsEveryPartOnceWithTheBlasAtOneThread) {
+  const ThreadCount threads(2);
+  const bool openblas = openblas_get_num_threads != nullptr && openblas_set_num_threads != nullptr;
+  const int before = openblas ? openblas_get_num_threads() : 1;
+  if (openblas) openblas_set_num_threads(2);
+  std::vector<std::atomic<int>> hits(2);
+  std::atomic<int> blas_threads_seen{0};
+  parallel_blas_parts(2, [&](int part) {
+    hits[size_t(part)].fetch_add(1);
+    if (openblas) blas_threads_seen.fetch_add(openblas_get_num_threads());
+  });
+  EXPECT_EQ(hits[0].load(), 1);
+  EXPECT_EQ(hits[1].load(), 1);
+  if (openblas) {
+    EXPECT_EQ(blas_threads_seen.load(), 2) << "each part should see OpenBLAS at one thread";
+    EXPECT_EQ(openblas_get_num_threads(), 2) << "and the count restored after";
+    openblas_set_num_threads(before);
+  }
 }
 
 TEST(ParallelFor, NestedLoopsRunSeriallyInsteadOfDeadlocking) {
