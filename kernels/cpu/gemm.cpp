@@ -72,13 +72,16 @@ std::atomic<bool>& split_switch() {
   return enabled;
 }
 
-// How many threads share this GEMM: threads(), fewer where the work or the split side is small.
+// How many threads share this GEMM: threads(), fewer where the work or the split side is small
+// (each part at least half the threshold's work, so that a many-core machine does not cut a
+// GEMM just above it into slivers that cost more to start than to compute).
 int blas_parts(const ColumnMajorGemmPlan& plan) {
   if (!split_switch().load(std::memory_order_relaxed)) return 1;
   const int count = threads();
-  if (count <= 1 || plan.m * plan.n * plan.k <= kSplitMinWork) return 1;
+  const int64_t work = plan.m * plan.n * plan.k;
+  if (count <= 1 || work <= kSplitMinWork) return 1;
   const int64_t extent = std::max(plan.m, plan.n);  // the side split_point divides
-  return int(std::min<int64_t>(count, extent / kSplitAlignment));
+  return int(std::min({int64_t(count), extent / kSplitAlignment, work / (kSplitMinWork / 2)}));
 }
 
 // Where part `part` of `parts` begins along a side of length `extent`: equal shares, rounded to
