@@ -1,15 +1,15 @@
-// The CPU path's large memory-bound loops split across threads: the data loader's gather, the
-// optimizer updates.
+// The CPU path's threads: large memory-bound loops (the data loader's gather, the optimizer
+// updates, elementwise maps, column sums) and large GEMMs, split across one pool.
 //
-// With OpenBLAS on two threads the GEMMs take half as long, and whatever cairn runs on one
-// thread between them becomes the larger share of a step. parallel_for splits such a loop into
-// contiguous ranges, one per thread, the calling thread taking the first. Each element is
-// computed by the same expression as in the one-thread loop, so the bits do not depend on the
-// thread count.
+// With two threads the GEMMs take half as long, and whatever cairn ran on one thread between them
+// became the larger share of a step. parallel_for splits such a loop into contiguous ranges,
+// a few per thread. Each element is computed by the same expression as in the one-thread loop,
+// so the bits of these loops do not depend on the thread count.
 //
 // How many threads: by default the BLAS's own current count (OpenBLAS's
 // openblas_get_num_threads(), read at every call, so openblas_set_num_threads and
-// OPENBLAS_NUM_THREADS govern both); 1 with another BLAS. CAIRN_CPU_THREADS=n in the
+// OPENBLAS_NUM_THREADS govern both; while parallel_blas_parts holds OpenBLAS at one thread,
+// the count from before); 1 with another BLAS. CAIRN_CPU_THREADS=n in the
 // environment overrides that, and set_threads(n) overrides both.
 //
 // One pool runs everything, GEMMs included. With OpenBLAS's pthread build there are otherwise two
