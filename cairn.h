@@ -9,6 +9,7 @@
 #include "cairn/blocks/loss.h"
 #include "cairn/blocks/optimizer.h"
 #include "cairn/blocks/trainer.h"
+#include "cairn/core/allocator.h"
 #include "cairn/core/autograd.h"
 #include "cairn/core/cuda_context.h"
 #include "cairn/core/device.h"

@@ -196,6 +196,11 @@ void Block::hybridize(bool enabled, HybridizeOptions options) {
   hybrid_ = enabled ? std::make_unique<HybridForward>(options) : nullptr;
 }
 
+HybridState Block::hybridize_state() const {
+  CAIRN_CHECK(hybrid_ != nullptr, "hybridize_state: ", describe(), " is not hybridized");
+  return hybrid_->state();
+}
+
 std::string Block::hybridize_reason() const {
   return hybrid_ ? hybrid_->eager_reason() : std::string("not hybridized");
 }

@@ -110,6 +110,9 @@ class Block {
   void hybridize(bool enabled = true, HybridizeOptions options = {});
   bool hybridized() const { return hybrid_ != nullptr; }
   std::string hybridize_reason() const;
+  // Whether the last call replayed a graph, warmed up or ran eagerly (and then
+  // hybridize_reason() says why). Throws when the block is not hybridized.
+  HybridState hybridize_state() const;
 
  protected:
   void add_child(const std::string& name, std::shared_ptr<Block> block);

@@ -1,8 +1,11 @@
 #include "cairn/blocks/hybridize.h"
 
+#include <atomic>
 #include <cmath>
 #include <iostream>
+#include <optional>
 
+#include "cairn/blocks/captured_state.h"
 #include "cairn/blocks/trainer.h"
 #include "cairn/core/autograd.h"
 #include "cairn/core/cuda_context.h"
@@ -31,7 +34,21 @@ void refill(Tensor& dst, const Tensor& src, const char* what) {
   dst.copy_from(src);
 }
 
+std::atomic<uint64_t> g_captured_state_epoch{0};
+
 }  // namespace
+
+uint64_t captured_state_epoch() { return g_captured_state_epoch.load(std::memory_order_acquire); }
+void captured_state_changed() { g_captured_state_epoch.fetch_add(1, std::memory_order_acq_rel); }
+
+const char* hybrid_state_name(HybridState state) {
+  switch (state) {
+    case HybridState::kWarmingUp: return "warming up";
+    case HybridState::kCaptured: return "captured";
+    case HybridState::kEager: return "eager";
+  }
+  return "?";
+}
 
 // ---- CapturedStep ----
 
@@ -48,14 +65,21 @@ CapturedStep::CapturedStep(Body body, const Device& device, HybridizeOptions opt
   if (device_.is_cpu()) eager_reason_ = "on the CPU: CUDA graphs need a GPU";
 }
 
+HybridState CapturedStep::state() const {
+  if (!eager_reason_.empty()) return HybridState::kEager;
+  return graph_ != nullptr ? HybridState::kCaptured : HybridState::kWarmingUp;
+}
+
 void CapturedStep::run(const Tensor& x, const Tensor& y) {
   ++runs_;
+  if (graph_ != nullptr && captured_state_epoch() != captured_epoch_) {
+    // A parameter, slot or hyperparameter the graph baked in was replaced: capture again, now
+    // (the tensors and host values it will read are all in place).
+    graph_.reset();
+    capture_and_run(x, y);
+    return;
+  }
   if (graph_ != nullptr) {
-    CAIRN_CHECK(trainer_ == nullptr || trainer_->learning_rate() == captured_learning_rate_,
-                "CapturedStep: the learning rate changed from ", captured_learning_rate_, " to ",
-                trainer_->learning_rate(),
-                " after the step was captured; the graph would keep "
-                "the old one (make a new CapturedStep)");
     if (!static_x_.same(x)) refill(static_x_, x, "the input");
     if (!static_y_.same(y)) refill(static_y_, y, "the labels");
     graph_->replay();
@@ -92,17 +116,25 @@ void CapturedStep::capture_and_run(const Tensor& x, const Tensor& y) {
     if (trainer_ != nullptr) trainer_->load_state(trainer_before, trainer_metadata);
   }
 
-  if (trainer_ != nullptr) captured_learning_rate_ = trainer_->learning_rate();
+  // A capture runs no kernel, but the body's host bookkeeping (the trainer's counts, slots it
+  // creates) moves as if it had: a failed capture must put that back before the eager run.
+  std::optional<Trainer::Bookkeeping> bookkeeping;
+  if (trainer_ != nullptr) bookkeeping = trainer_->bookkeeping();
   try {
     graph_ = cuda::Graph::capture(device_, [&] { body_(static_x_, static_y_); });
   } catch (const Error& error) {
     eager_reason_ = error.what();
     std::cerr << "cairn: hybridize: the training step stays eager: " << eager_reason_ << "\n";
+    if (bookkeeping) trainer_->restore_bookkeeping(*bookkeeping);
     if (trainer_ != nullptr && options_.check)
       trainer_->load_state(trainer_before, trainer_metadata);
     body_(x, y);
     return;
   }
+  // After the capture: what the body itself replaced (slots made at its first update) is in
+  // the graph already.
+  captured_epoch_ = captured_state_epoch();
+  ++captures_;
   graph_->replay();
 
   if (options_.check) {
@@ -124,6 +156,22 @@ void CapturedStep::capture_and_run(const Tensor& x, const Tensor& y) {
 
 // ---- HybridForward ----
 
+HybridState HybridForward::state() const {
+  if (!eager_reason().empty()) return HybridState::kEager;
+  return last_state_;
+}
+
+void HybridForward::evict_least_recently_used() {
+  auto oldest = by_shape_.end();
+  for (auto it = by_shape_.begin(); it != by_shape_.end(); ++it) {
+    if (it->second.graph != nullptr &&
+        (oldest == by_shape_.end() || it->second.last_use < oldest->second.last_use)) {
+      oldest = it;
+    }
+  }
+  if (oldest != by_shape_.end()) by_shape_.erase(oldest);
+}
+
 std::string HybridForward::eager_reason() const {
   if (!eager_reason_.empty()) return eager_reason_;
   return last_call_on_cpu_ ? "on the CPU: CUDA graphs need a GPU" : "";
@@ -144,14 +192,26 @@ Tensor HybridForward::run(const std::string& block_name, const Tensor& x,
       cuda::is_capturing(x.device())) {
     return forward(x);
   }
-  Entry& entry = by_shape_[shape_str(x.shape()) + dtype_name(x.dtype())];
+  if (captured_state_epoch() != captured_epoch_) {
+    // Parameters were replaced since these graphs were captured: they would read freed memory.
+    for (auto& [shape, entry] : by_shape_) entry.graph.reset();
+    captured_epoch_ = captured_state_epoch();
+  }
+  const std::string key = shape_str(x.shape()) + dtype_name(x.dtype());
+  if (by_shape_.count(key) == 0 && graphs() >= kMaxGraphs) evict_least_recently_used();
+  Entry& entry = by_shape_[key];
   ++entry.calls;
+  entry.last_use = ++uses_;
   if (entry.graph != nullptr) {
     entry.input.copy_from(x);
     entry.graph->replay();
+    last_state_ = HybridState::kCaptured;
     return entry.output.clone();
   }
-  if (entry.calls == 1) return forward(x);  // warm-up: deferred shapes are fixed here
+  if (entry.calls == 1) {
+    last_state_ = HybridState::kWarmingUp;
+    return forward(x);  // warm-up: deferred shapes are fixed here
+  }
 
   entry.input = x.clone();
   Tensor eager;
@@ -164,6 +224,9 @@ Tensor HybridForward::run(const std::string& block_name, const Tensor& x,
     std::cerr << "cairn: hybridize: " << block_name << " stays eager: " << eager_reason_ << "\n";
     return forward(x);
   }
+  // Deferred parameters completing inside this capture moved the epoch: they are in the graph.
+  captured_epoch_ = captured_state_epoch();
+  last_state_ = HybridState::kCaptured;
   entry.graph->replay();
   if (options_.check) {
     const float difference = max_abs_difference(entry.output, eager);

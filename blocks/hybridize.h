@@ -30,10 +30,21 @@ struct HybridizeOptions {
   float tolerance = 1e-5f;
 };
 
+// Where a hybridized block or a CapturedStep stands.
+enum class HybridState {
+  kWarmingUp,  // the next run is eager (the first run, or the first after the graph went stale)
+  kCaptured,   // runs replay a graph
+  kEager,      // capture failed or cannot happen (the CPU); eager_reason() says why
+};
+const char* hybrid_state_name(HybridState state);
+
 // A whole training step as one graph. The body reads only its two arguments (the batch) and
 // tensors that outlive the step (parameters, gradients, optimizer state). Host-side values are
-// frozen into the graph at capture: the learning rate (a change after capture throws, when the
-// trainer was given), and the trainer's step counters, which stop advancing while replaying.
+// frozen into the graph at capture: the optimizer's hyperparameters, and the trainer's step
+// counters, which stop advancing while replaying. Replacing a parameter's or slot's tensors or
+// changing a hyperparameter (captured_state.h) makes the next run capture again, so a replay
+// never reads memory the step no longer owns. A capture that fails leaves no trace: the trainer's
+// counters and slots are as before it, and the step then runs eagerly once.
 //   CapturedStep step([&](const Tensor& x, const Tensor& y) {
 //     Tensor loss;
 //     { autograd::RecordScope record; loss = loss_fn((*net)(x), y); }
@@ -52,8 +63,11 @@ class CapturedStep {
   void run(const Tensor& x, const Tensor& y);
 
   bool captured() const { return graph_ != nullptr; }
+  HybridState state() const;
   const std::string& eager_reason() const { return eager_reason_; }
   int64_t runs() const { return runs_; }
+  // How many graphs were captured so far (a re-capture after stale state counts).
+  int64_t captures() const { return captures_; }
 
  private:
   void capture_and_run(const Tensor& x, const Tensor& y);
@@ -62,22 +76,28 @@ class CapturedStep {
   HybridizeOptions options_;
   ParameterDict params_;
   Trainer* trainer_;
-  float captured_learning_rate_ = 0.0f;
+  uint64_t captured_epoch_ = 0;
+  int64_t captures_ = 0;
   std::unique_ptr<cuda::Graph> graph_;
   Tensor static_x_, static_y_;
   std::string eager_reason_;
   int64_t runs_ = 0;
 };
 
-// Per-block state behind Block::hybridize(): one graph per input shape.
+// Per-block state behind Block::hybridize(): one graph per input shape, at most kMaxGraphs of
+// them (the least recently used goes first: a graph holds a private memory pool), all dropped
+// when the captured state changes (captured_state.h).
 class HybridForward {
  public:
+  static constexpr size_t kMaxGraphs = 8;
   explicit HybridForward(HybridizeOptions options) : options_(options) {}
   // Runs `forward` on x through the cache: eager, captured or replayed.
   Tensor run(const std::string& block_name, const Tensor& x,
              const std::function<Tensor(const Tensor&)>& forward);
   // Why the last call ran eagerly: a failed capture's error, or the CPU; "" once replaying.
   std::string eager_reason() const;
+  // The state of the last call's input shape (kWarmingUp before any call).
+  HybridState state() const;
   size_t graphs() const;
 
  private:
@@ -86,10 +106,15 @@ class HybridForward {
     // the pool is alive (the allocator also handles the other order, see release_pool).
     std::unique_ptr<cuda::Graph> graph;
     int64_t calls = 0;
+    uint64_t last_use = 0;
     Tensor input, output;
   };
+  void evict_least_recently_used();
   HybridizeOptions options_;
   std::map<std::string, Entry> by_shape_;
+  uint64_t uses_ = 0;
+  uint64_t captured_epoch_ = 0;
+  HybridState last_state_ = HybridState::kWarmingUp;
   std::string eager_reason_;
   bool last_call_on_cpu_ = false;
 };

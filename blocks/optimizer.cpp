@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstdio>
 
+#include "cairn/blocks/captured_state.h"
 #include "cairn/core/error.h"
 #include "cairn/core/ops/op_support.h"
 #include "cairn/kernels/optimizer.h"
@@ -60,6 +61,8 @@ Optimizer::Optimizer(const std::string& who, float learning_rate) : learning_rat
 
 void Optimizer::set_learning_rate(float learning_rate) {
   check_learning_rate(name() + " set_learning_rate", learning_rate);
+  // Captured steps hold the rate as a host value: a new one needs a new capture.
+  if (learning_rate != learning_rate_) captured_state_changed();
   learning_rate_ = learning_rate;
 }
 
@@ -131,6 +134,7 @@ std::map<std::string, float> SGD::hyperparameters() const {
 }
 
 void SGD::set_hyperparameters(const std::map<std::string, float>& values) {
+  captured_state_changed();  // captured steps hold the old values
   const std::vector<float> v =
       take_hyperparameters(values, {"learning_rate", "momentum", "weight_decay"});
   static_cast<void>(SGD(v[0], v[1], v[2]));  // the constructor's checks, before anything changes
@@ -187,6 +191,7 @@ std::map<std::string, float> Adam::hyperparameters() const {
 }
 
 void Adam::set_hyperparameters(const std::map<std::string, float>& values) {
+  captured_state_changed();  // captured steps hold the old values
   const std::vector<float> v =
       take_hyperparameters(values, {"learning_rate", "beta1", "beta2", "epsilon", "weight_decay"});
   static_cast<void>(Adam(v[0], v[1], v[2], v[3], v[4]));

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "cairn/blocks/captured_state.h"
 #include "cairn/core/error.h"
 
 namespace cairn {
@@ -29,6 +30,7 @@ void Parameter::set_grad_req(GradReq request) {
   if (constant_) return;
   grad_req_ = request;
   if (data_.defined()) data_.set_grad_req(request);
+  captured_state_changed();  // which parameters a step updates has changed
 }
 
 std::string Parameter::describe_for_errors() const {
@@ -51,13 +53,17 @@ void Parameter::allocate_and_fill(const InitializerPtr& init, const Device& devi
   if (grad_req_ != GradReq::kNull) value.attach_grad(grad_req_);
   data_ = value;
   pending_init_ = nullptr;
+  captured_state_changed();  // new addresses: graphs that read the old ones must re-capture
 }
 
 void Parameter::initialize(const InitializerPtr& given, const Device& device, uint64_t seed,
                            bool force_reinit) {
   if (is_initialized() && !force_reinit) return;
   const InitializerPtr& init = own_init_ != nullptr ? own_init_ : given;
-  if (force_reinit) data_ = Tensor();
+  if (force_reinit && data_.defined()) {
+    data_ = Tensor();
+    captured_state_changed();
+  }
   if (!shape_known()) {
     // Deferred: remember how, and finish in infer_shape() at the first forward.
     pending_init_ = init != nullptr ? init : init::uniform();
@@ -113,6 +119,7 @@ void Parameter::set_data(const Tensor& value, const Device& device) {
     if (constant_) constant_value_ = value.to_host().clone();
     if (grad_req_ != GradReq::kNull) data_.attach_grad(grad_req_);
     pending_init_ = nullptr;
+    captured_state_changed();
   } else {
     data_.copy_from(value);
     if (constant_) constant_value_ = value.to_host().clone();

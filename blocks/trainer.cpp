@@ -1,11 +1,13 @@
 #include "cairn/blocks/trainer.h"
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <limits>
 #include <optional>
 
+#include "cairn/blocks/captured_state.h"
 #include "cairn/core/cuda_graph.h"
 #include "cairn/core/error.h"
 
@@ -102,7 +104,10 @@ void Trainer::step(int64_t batch_size) {
                   shape_str(parameter.shape()));
     }
   }
-  if (reducer_) reducer_->finish();  // data-parallel: gradients become means over the ranks
+  if (reducer_) {
+    rebind_gradient_reducer_if_stale();
+    reducer_->finish();  // data-parallel: gradients become means over the ranks
+  }
   const std::vector<std::string> slot_names = optimizer_->slot_names();
   for (Entry& entry : entries_) {
     const Parameter& parameter = *entry.parameter;
@@ -115,15 +120,45 @@ void Trainer::step(int64_t batch_size) {
       for (size_t i = 0; i < slot_names.size(); ++i) {
         entry.slots.push_back(Tensor::zeros(weight.shape(), device));
       }
+      captured_state_changed();
     }
     // Slots loaded before a deferred parameter existed wait on the host until now.
     for (Tensor& slot : entry.slots) {
-      if (slot.device() != device) slot = slot.to(device);
+      if (slot.device() != device) {
+        slot = slot.to(device);
+        captured_state_changed();
+      }
     }
     entry.updates += 1;
     optimizer_->update(weight, parameter.grad(), entry.slots, entry.updates, grad_scale);
   }
   steps_ += 1;
+}
+
+Trainer::Bookkeeping Trainer::bookkeeping() const {
+  Bookkeeping saved;
+  saved.steps = steps_;
+  for (const Entry& entry : entries_) {
+    saved.slots.push_back(entry.slots);
+    saved.updates.push_back(entry.updates);
+  }
+  return saved;
+}
+
+void Trainer::restore_bookkeeping(const Bookkeeping& saved) {
+  CAIRN_CHECK(saved.slots.size() == entries_.size() && saved.updates.size() == entries_.size(),
+              "Trainer::restore_bookkeeping: saved for ", saved.slots.size(),
+              " parameters, this trainer has ", entries_.size());
+  steps_ = saved.steps;
+  for (size_t i = 0; i < entries_.size(); ++i) {
+    if (!(entries_[i].slots.size() == saved.slots[i].size() &&
+          std::equal(entries_[i].slots.begin(), entries_[i].slots.end(), saved.slots[i].begin(),
+                     [](const Tensor& a, const Tensor& b) { return a.same(b); }))) {
+      captured_state_changed();
+    }
+    entries_[i].slots = saved.slots[i];
+    entries_[i].updates = saved.updates[i];
+  }
 }
 
 NamedTensors Trainer::state() const {
@@ -282,6 +317,7 @@ void Trainer::check_state(const NamedTensors& tensors,
 void Trainer::load_state(const NamedTensors& tensors,
                          const std::map<std::string, std::string>& metadata) {
   ParsedState parsed = parse_state(tensors, metadata);
+  captured_state_changed();  // new slots, counts and hyperparameters
   optimizer_->set_hyperparameters(parsed.hyperparameters);
   steps_ = parsed.steps;
   for (size_t i = 0; i < entries_.size(); ++i) {

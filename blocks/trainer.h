@@ -80,6 +80,16 @@ class Trainer {
   // cairn::Error, and nothing changes unless all is well. Slots go to their parameter's device;
   // parameters the file has no slots for start afresh with zeros at their next update.
   void load_state(const NamedTensors& tensors, const std::map<std::string, std::string>& metadata);
+  // The host-side bookkeeping a step changes (the step and update counts, which slot tensors
+  // exist), so that CapturedStep can put it back after a capture that failed part-way: a failed
+  // capture ran none of its kernels, so nothing else moved.
+  struct Bookkeeping {
+    int64_t steps = 0;
+    std::vector<std::vector<Tensor>> slots;
+    std::vector<int64_t> updates;
+  };
+  Bookkeeping bookkeeping() const;
+  void restore_bookkeeping(const Bookkeeping& saved);
   // The checks of load_state() without the changes.
   void check_state(const NamedTensors& tensors,
                    const std::map<std::string, std::string>& metadata) const;
@@ -98,8 +108,10 @@ class Trainer {
   std::vector<Entry> entries_;
   std::shared_ptr<Optimizer> optimizer_;
   int64_t steps_ = 0;
+  void rebind_gradient_reducer_if_stale();
   dist::CommunicatorPtr communicator_;
   std::shared_ptr<dist::GradientReducer> reducer_;
+  dist::BucketOptions reducer_options_;
 };
 
 }  // namespace cairn

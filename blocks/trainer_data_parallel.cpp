@@ -87,7 +87,32 @@ void Trainer::enable_data_parallel(dist::CommunicatorPtr communicator,
   reducer_.reset();  // its hooks go before the new reducer adds its own
   reducer_ = std::make_shared<dist::GradientReducer>(std::move(leaves), std::move(names),
                                                      communicator, options);
+  reducer_options_ = options;
   communicator_ = std::move(communicator);
+}
+
+// The reducer's hooks sit on the tensors the parameters had when it was made. A parameter
+// re-initialised (initialize with force_reinit) or given new tensors since has gradients the old
+// hooks never see, and finish() would average the old, stale ones in their place while the real
+// ones stay this rank's own: the ranks would drift apart. So before each step, a reducer on the
+// parameters' current tensors if any moved. Its first finish() reduces every gradient whole
+// (no hook of the new reducer fired in this backward); later steps overlap again.
+void Trainer::rebind_gradient_reducer_if_stale() {
+  std::vector<Tensor> leaves;
+  std::vector<std::string> names;
+  for (const Entry& entry : entries_) {
+    const Parameter& parameter = *entry.parameter;
+    if (parameter.is_constant() || parameter.grad_req() == GradReq::kNull) continue;
+    leaves.push_back(parameter.data());
+    names.push_back(entry.name);
+  }
+  const std::vector<Tensor>& bound = reducer_->leaves();
+  bool stale = leaves.size() != bound.size();
+  for (size_t i = 0; !stale && i < leaves.size(); ++i) stale = !leaves[i].same(bound[i]);
+  if (!stale) return;
+  reducer_.reset();  // waits for collectives its hooks started: every rank started the same ones
+  reducer_ = std::make_shared<dist::GradientReducer>(std::move(leaves), std::move(names),
+                                                     communicator_, reducer_options_);
 }
 
 }  // namespace cairn

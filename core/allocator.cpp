@@ -21,8 +21,10 @@ CachingAllocator::CachingAllocator(std::unique_ptr<RawAllocator> raw) : raw_(std
 CachingAllocator::~CachingAllocator() {
   // Every list, live pools included: nothing can replay a graph of a dead allocator.
   std::lock_guard<std::mutex> lock(mutex_);
+  capturing_pools_.clear();  // nothing can be captured into a dead allocator's pools
   for (auto& [key, blocks] : free_lists_) release_list_locked(blocks, key.second);
   free_lists_.clear();
+  for (void* ptr : deferred_releases_) raw_->release(ptr);
   for (auto& [stream, event] : stream_events_) raw_->destroy_event(event);
 }
 
@@ -89,9 +91,7 @@ void CachingAllocator::deallocate(void* ptr, const void* capturing_pool) noexcep
   }
   stats_.bytes_in_use -= int64_t(block.bytes);
   if (dead_pools_.count(block.stream) != 0) {
-    raw_->release(ptr);
-    ++stats_.raw_frees;
-    stats_.bytes_reserved -= int64_t(block.bytes);
+    release_block_locked(ptr, block.bytes);
     return;
   }
   free_lists_[{block.stream, block.bytes}].push_back(ptr);
@@ -116,6 +116,32 @@ void CachingAllocator::begin_capture(const void* key) {
 void CachingAllocator::end_capture(const void* key) noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
   capturing_pools_.erase(key);
+  after_capture_locked();
+}
+
+void CachingAllocator::after_capture_locked() noexcept {
+  if (!capturing_pools_.empty()) return;
+  for (void* ptr : deferred_releases_) raw_->release(ptr);
+  deferred_releases_.clear();
+  for (auto it = unguarded_while_capturing_.begin(); it != unguarded_while_capturing_.end();) {
+    const void* stream = *it;
+    if (raw_->capturing(stream)) {
+      ++it;
+      continue;
+    }
+    it = unguarded_while_capturing_.erase(it);
+    record_stream_event_locked(stream);
+  }
+}
+
+void CachingAllocator::release_block_locked(void* ptr, size_t bytes) noexcept {
+  ++stats_.raw_frees;
+  stats_.bytes_reserved -= int64_t(bytes);
+  if (capturing_pools_.empty()) {
+    raw_->release(ptr);
+  } else {
+    deferred_releases_.push_back(ptr);
+  }
 }
 
 bool CachingAllocator::capturing() const {
@@ -127,6 +153,7 @@ void CachingAllocator::release_pool(const void* key) noexcept {
   std::lock_guard<std::mutex> lock(mutex_);
   live_pools_.erase(key);
   capturing_pools_.erase(key);
+  after_capture_locked();  // a capture that failed ends here
   dead_pools_.insert(key);
   for (auto it = free_lists_.begin(); it != free_lists_.end();) {
     if (it->first.first != key) {
@@ -141,6 +168,8 @@ void CachingAllocator::release_pool(const void* key) noexcept {
 void CachingAllocator::guard_stream(const void* stream) {
   std::lock_guard<std::mutex> lock(mutex_);
   if (guarded_streams_[stream]++ > 0) return;  // already ordered by the first guard
+  // Guarded again before its capture ended: the same stream, still in order.
+  if (unguarded_while_capturing_.erase(stream) != 0) return;
   auto event = stream_events_.find(stream);
   if (event == stream_events_.end()) return;
   // The last guard on this address ended with this event. Waiting for it orders whatever stream
@@ -154,8 +183,18 @@ void CachingAllocator::unguard_stream(const void* stream) noexcept {
   if (guarded == guarded_streams_.end()) return;
   if (--guarded->second > 0) return;  // another guard (maybe on another thread) still uses it
   guarded_streams_.erase(guarded);
+  if (raw_->capturing(stream)) {
+    // No event can be recorded on a capturing stream (it would be the graph's): record it when
+    // the capture is over, so that a next guard never waits on a missing or stale event.
+    unguarded_while_capturing_.insert(stream);
+    return;
+  }
+  record_stream_event_locked(stream);
+}
+
+void CachingAllocator::record_stream_event_locked(const void* stream) noexcept {
   void*& event = stream_events_[stream];
-  if (!raw_->record_event(stream, event)) {
+  if (!raw_->record_event(stream, event) || event == nullptr) {
     if (event != nullptr) raw_->destroy_event(event);
     stream_events_.erase(stream);
     forget_stream_locked(stream);
@@ -175,11 +214,7 @@ void CachingAllocator::forget_stream_locked(const void* stream) noexcept {
 }
 
 void CachingAllocator::release_list_locked(std::vector<void*>& blocks, size_t bytes) noexcept {
-  for (void* ptr : blocks) {
-    raw_->release(ptr);
-    ++stats_.raw_frees;
-    stats_.bytes_reserved -= int64_t(bytes);
-  }
+  for (void* ptr : blocks) release_block_locked(ptr, bytes);
   blocks.clear();
 }
 
@@ -231,7 +266,7 @@ class CudaRawAllocator final : public RawAllocator {
   // alive and ordered by the capture), and no event may cross a capture's boundary.
   bool record_event(const void* stream, void*& event) noexcept override {
     const auto cuda_stream = static_cast<cudaStream_t>(const_cast<void*>(stream));
-    if (capturing(cuda_stream)) return true;
+    if (stream_capturing(cuda_stream)) return false;  // callers check capturing() first
     auto cuda_event = static_cast<cudaEvent_t>(event);
     bool ok = on_device([&] {
       if (cuda_event == nullptr &&
@@ -247,7 +282,7 @@ class CudaRawAllocator final : public RawAllocator {
 
   bool wait_event(const void* stream, void* event) noexcept override {
     const auto cuda_stream = static_cast<cudaStream_t>(const_cast<void*>(stream));
-    if (capturing(cuda_stream)) return true;
+    if (stream_capturing(cuda_stream)) return true;  // ordered by the capture itself
     const bool ok = on_device([&] {
       return cudaStreamWaitEvent(cuda_stream, static_cast<cudaEvent_t>(event), 0) == cudaSuccess;
     });
@@ -261,8 +296,12 @@ class CudaRawAllocator final : public RawAllocator {
 
   std::string name() const override { return Device::cuda(index_).str(); }
 
+  bool capturing(const void* stream) noexcept override {
+    return stream_capturing(static_cast<cudaStream_t>(const_cast<void*>(stream)));
+  }
+
  private:
-  static bool capturing(cudaStream_t stream) {
+  static bool stream_capturing(cudaStream_t stream) noexcept {
     cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
     if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) {
       cudaGetLastError();

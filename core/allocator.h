@@ -58,6 +58,12 @@ class RawAllocator {
     return false;
   }
   virtual void destroy_event(void* event) noexcept { (void)event; }
+  // Whether `stream` is being captured into a CUDA graph: no event can be recorded there then
+  // (it would belong to the graph), so the ordering waits for the capture's end.
+  virtual bool capturing(const void* stream) noexcept {
+    (void)stream;
+    return false;
+  }
 };
 
 class CachingAllocator {
@@ -124,7 +130,16 @@ class CachingAllocator {
   std::unordered_set<const void*> capturing_pools_;       // graphs being captured now
   std::unordered_map<const void*, int> guarded_streams_;  // StreamGuards alive per stream
   std::unordered_map<const void*, void*> stream_events_;  // recorded when the last guard ended
+  // Streams whose last guard ended while they were captured: their event is recorded once no
+  // capture is running.
+  std::unordered_set<const void*> unguarded_while_capturing_;
+  // Blocks to give back to the raw allocator once no graph is being captured (a raw free
+  // synchronises the device, which a capture on another thread does not allow).
+  std::vector<void*> deferred_releases_;
   AllocatorStats stats_;
+  void release_block_locked(void* ptr, size_t bytes) noexcept;
+  void after_capture_locked() noexcept;  // once no capture runs: deferred releases and events
+  void record_stream_event_locked(const void* stream) noexcept;
   // Returns the cached blocks of every key that is not a live pool to the raw allocator.
   void release_cached_locked();
   void release_list_locked(std::vector<void*>& blocks, size_t bytes) noexcept;

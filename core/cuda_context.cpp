@@ -10,6 +10,7 @@
 #include <mutex>
 
 #include "cairn/core/allocator.h"
+#include "cairn/core/cuda_graph.h"
 #include "cairn/core/error.h"
 
 namespace cairn::cuda {
@@ -27,6 +28,13 @@ struct DeviceState {
   // cuBLAS workspaces per stream (the handle is one per device), from cairn's allocator on that
   // stream, so each is only ever used in that stream's order. Guarded by blas_mutex.
   std::map<cudaStream_t, void*> blas_workspaces;
+  // While a graph is captured, its cuBLAS calls get a workspace of the graph's own, from its
+  // private pool: replays, on whichever stream, then never share memory with eager cuBLAS calls
+  // on the capture stream. Freed with the graph (release_graph_workspace).
+  std::map<const void*, void*> graph_workspaces;
+  // Live StreamGuards per foreign stream: the last one to end gives the stream's workspace back,
+  // so that streams an application creates and destroys do not each keep 32 MiB until shutdown.
+  std::map<cudaStream_t, int> guards;
   size_t blas_workspace_bytes = 0;
 };
 
@@ -86,12 +94,13 @@ BlasLease::BlasLease(const Device& device) {
   DeviceState& state = state_for(device);
   const cudaStream_t stream = current_stream(device);
   lock_ = std::unique_lock<std::mutex>(state.blas_mutex);
-  void*& workspace = state.blas_workspaces[stream];
+  const void* pool = capture_pool();
+  void*& workspace = pool != nullptr ? state.graph_workspaces[pool] : state.blas_workspaces[stream];
   const size_t workspace_bytes = state.blas_workspace_bytes;
   if (workspace == nullptr) {
-    // Keyed by the stream, never by a capturing graph's pool: the workspace outlives any graph
-    // and serves eager calls and replays on this stream alike, in the stream's order.
-    workspace = cuda_allocator(device.index()).allocate(workspace_bytes, stream);
+    // Eager calls: keyed by the stream, used in its order. Captured calls: the graph's own.
+    workspace = cuda_allocator(device.index())
+                    .allocate(workspace_bytes, pool != nullptr ? pool : static_cast<const void*>(stream));
   }
   // cublasSetStream resets the workspace to cuBLAS's own pool, so the workspace comes after it.
   CAIRN_CUBLAS_CHECK(cublasSetStream(state.blas, stream));
@@ -102,6 +111,22 @@ BlasLease::BlasLease(const Device& device) {
   CAIRN_CUBLAS_CHECK(cublasSetAtomicsMode(
       state.blas, g_deterministic.load() ? CUBLAS_ATOMICS_NOT_ALLOWED : CUBLAS_ATOMICS_ALLOWED));
   handle_ = state.blas;
+}
+
+void empty_cache(const Device& device) {
+  CAIRN_CHECK(device.is_cuda(), "empty_cache: ", device, " is not a CUDA device");
+  cuda_allocator(device.index()).empty_cache();
+}
+
+void release_graph_workspace(const Device& device, const void* pool) noexcept {
+  if (!device.is_cuda() || device.index() >= kMaxDevices) return;
+  DeviceState& state = device_states()[device.index()];
+  if (!state.created.load(std::memory_order_acquire)) return;
+  std::lock_guard<std::mutex> lock(state.blas_mutex);
+  auto found = state.graph_workspaces.find(pool);
+  if (found == state.graph_workspaces.end()) return;
+  cuda_allocator(device.index()).deallocate(found->second);  // back into the graph's pool
+  state.graph_workspaces.erase(found);
 }
 
 kernels::LtHandle lt_handle(const Device& device) {
@@ -126,7 +151,11 @@ StreamGuard::StreamGuard(const Device& device, Stream stream)
     : device_index_(device.index()), stream_(stream) {
   DeviceState& state = state_for(device);  // validates the device
   foreign_ = stream != state.stream;
-  if (foreign_) cuda_allocator(device_index_).guard_stream(stream);
+  if (foreign_) {
+    cuda_allocator(device_index_).guard_stream(stream);
+    std::lock_guard<std::mutex> lock(state.blas_mutex);
+    ++state.guards[stream];
+  }
   StreamOverride& slot = t_overrides[device_index_];
   had_previous_ = slot.active;
   previous_ = slot.stream;
@@ -138,7 +167,23 @@ StreamGuard::~StreamGuard() {
   StreamOverride& slot = t_overrides[device_index_];
   slot.active = had_previous_;
   slot.stream = previous_;
-  if (foreign_) cuda_allocator(device_index_).unguard_stream(stream_);
+  if (!foreign_) return;
+  DeviceState& state = device_states()[device_index_];
+  {
+    std::lock_guard<std::mutex> lock(state.blas_mutex);
+    auto guards = state.guards.find(stream_);
+    if (guards != state.guards.end() && --guards->second == 0) {
+      state.guards.erase(guards);
+      auto workspace = state.blas_workspaces.find(stream_);
+      if (workspace != state.blas_workspaces.end()) {
+        // To the stream's free list: reused in that stream's order, or, once the stream is gone,
+        // after the event unguard_stream records below.
+        cuda_allocator(device_index_).deallocate(workspace->second);
+        state.blas_workspaces.erase(workspace);
+      }
+    }
+  }
+  cuda_allocator(device_index_).unguard_stream(stream_);
 }
 
 void synchronize(const Device& device) {
@@ -161,6 +206,8 @@ void shutdown() {
       std::lock_guard<std::mutex> blas(state.blas_mutex);
       for (auto& [stream, workspace] : state.blas_workspaces) allocator.deallocate(workspace);
       state.blas_workspaces.clear();
+      for (auto& [pool, workspace] : state.graph_workspaces) allocator.deallocate(workspace);
+      state.graph_workspaces.clear();
       CAIRN_CUBLAS_CHECK(cublasDestroy(state.blas));
       state.blas = nullptr;
     }

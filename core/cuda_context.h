@@ -49,6 +49,15 @@ class BlasLease {
   std::unique_lock<std::mutex> lock_;  // the device's cuBLAS lock
   kernels::BlasHandle handle_ = nullptr;
 };
+// Returns the device's cached, unused memory to the CUDA runtime (cudaFree): for an application
+// about to destroy a stream it lent cairn, or to hand memory to another library. Refused while a
+// graph is being captured (see allocator.h).
+void empty_cache(const Device& device);
+
+// Gives back the cuBLAS workspace BlasLease made for the graph whose pool is `pool` (a no-op when
+// it made none). ~Graph calls it before releasing the pool.
+void release_graph_workspace(const Device& device, const void* pool) noexcept;
+
 // The device's cuBLASLt handle (stream-free: cuBLASLt takes the stream and workspace per call, and
 // a handle may be used by several threads at once).
 kernels::LtHandle lt_handle(const Device& device);

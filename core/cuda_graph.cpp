@@ -43,8 +43,7 @@ std::unique_ptr<Graph> Graph::capture(const Device& device, const std::function<
     cudaStreamEndCapture(stream, &captured);
     if (captured != nullptr) cudaGraphDestroy(captured);
     cudaGetLastError();
-    allocator.release_pool(graph.get());
-    throw;
+    throw;  // ~Graph gives back the pool (and any workspace made for it)
   }
   const cudaError_t ended = cudaStreamEndCapture(stream, &captured);
   allocator.end_capture(graph.get());
@@ -56,22 +55,40 @@ std::unique_ptr<Graph> Graph::capture(const Device& device, const std::function<
   cudaGraphExec_t exec = nullptr;
   CAIRN_CUDA_CHECK(cudaGraphInstantiate(&exec, captured, 0));
   graph->exec_ = exec;
+  cudaEvent_t done = nullptr;
+  CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+  graph->done_ = done;
   return graph;
 }
 
 void Graph::replay() {
   DeviceGuard guard(device_);
-  CAIRN_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), current_stream(device_)));
-  CAIRN_CHECK_LAUNCH("cudaGraphLaunch", current_stream(device_));
+  const cudaStream_t stream = current_stream(device_);
+  CAIRN_CUDA_CHECK(cudaGraphLaunch(static_cast<cudaGraphExec_t>(exec_), stream));
+  CAIRN_CHECK_LAUNCH("cudaGraphLaunch", stream);
+  // Inside an outer capture the launch is part of that graph: no event can mark it here.
+  if (!is_capturing(device_)) {
+    CAIRN_CUDA_CHECK(cudaEventRecord(static_cast<cudaEvent_t>(done_), stream));
+  }
+}
+
+void Graph::synchronize() {
+  DeviceGuard guard(device_);
+  CAIRN_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(done_)));
 }
 
 Graph::~Graph() {
   // Destructors never throw: statuses are ignored. Pending replays finish before the pool's memory
-  // is given back.
+  // is given back; only they are waited for, not the whole device (another thread may be
+  // capturing, and a device-wide synchronisation would break its capture).
   DeviceGuard guard(device_);
-  cudaDeviceSynchronize();
+  if (done_ != nullptr) {
+    cudaEventSynchronize(static_cast<cudaEvent_t>(done_));
+    cudaEventDestroy(static_cast<cudaEvent_t>(done_));
+  }
   if (exec_ != nullptr) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
   if (graph_ != nullptr) cudaGraphDestroy(static_cast<cudaGraph_t>(graph_));
+  release_graph_workspace(device_, this);
   cuda_allocator(device_.index()).release_pool(this);
 }
 

@@ -26,6 +26,8 @@ class Graph {
   Graph& operator=(const Graph&) = delete;
 
   void replay();  // on current_stream(device), asynchronously
+  // Waits for the replays queued so far (not for anything else on the device).
+  void synchronize();
   const Device& device() const { return device_; }
   size_t nodes() const { return nodes_; }
 
@@ -34,6 +36,7 @@ class Graph {
   Device device_;
   void* graph_ = nullptr;  // cudaGraph_t
   void* exec_ = nullptr;   // cudaGraphExec_t
+  void* done_ = nullptr;   // cudaEvent_t recorded after each replay: what ~Graph waits for
   size_t nodes_ = 0;
 };
 

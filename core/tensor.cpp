@@ -63,6 +63,19 @@ void copy_bytes(void* dst, const Device& dst_device, const void* src, const Devi
       cuda::synchronize(src_device);
       CAIRN_CUDA_CHECK(
           cudaMemcpyPeerAsync(dst, dst_device.index(), src, src_device.index(), bytes, stream));
+      // And the source's block must not be reused on its own stream (a temporary goes back to
+      // that stream's free list as soon as the caller drops it) before the copy has read it.
+      cudaEvent_t copied = nullptr;
+      CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&copied, cudaEventDisableTiming));
+      const cudaError_t recorded = cudaEventRecord(copied, stream);
+      cudaError_t waited = cudaSuccess;
+      if (recorded == cudaSuccess) {
+        cuda::DeviceGuard source_guard(src_device);
+        waited = cudaStreamWaitEvent(cuda::current_stream(src_device), copied, 0);
+      }
+      cudaEventDestroy(copied);  // released once the wait is done
+      CAIRN_CUDA_CHECK(recorded);
+      CAIRN_CUDA_CHECK(waited);
     }
     return;
   }
@@ -158,18 +171,34 @@ Tensor Tensor::normal(const Shape& shape, float mean, float stddev, uint64_t see
   return out;
 }
 
-Tensor Tensor::wrap(void* data, const Shape& shape, const Device& device, DType dtype) {
+Tensor Tensor::wrap(void* data, const Shape& shape, const Device& device, DType dtype,
+                    std::optional<size_t> capacity_bytes) {
   int64_t numel = 0;
   const size_t bytes = checked_bytes(shape, dtype, "Tensor::wrap", numel);
   check_device_usable(device, "Tensor::wrap");
-  if (device.is_cuda() && data != nullptr) {
+  CAIRN_CHECK(!capacity_bytes || bytes <= *capacity_bytes, "Tensor::wrap: shape ",
+              shape_str(shape), " of ", dtype_name(dtype), " needs ", bytes, " bytes, but the ",
+              "buffer holds ", *capacity_bytes);
+  if (data != nullptr && (device.is_cuda() || cuda_available())) {
     cudaPointerAttributes attributes{};
-    CAIRN_CUDA_CHECK(cudaPointerGetAttributes(&attributes, data));
-    CAIRN_CHECK(attributes.type == cudaMemoryTypeDevice || attributes.type == cudaMemoryTypeManaged,
-                "Tensor::wrap: pointer is not device memory, but ", device, " was given");
-    CAIRN_CHECK(attributes.device == device.index(),
-                "Tensor::wrap: pointer lives on cuda:", attributes.device, ", but ", device,
-                " was given");
+    const cudaError_t status = cudaPointerGetAttributes(&attributes, data);
+    if (device.is_cuda()) CAIRN_CUDA_CHECK(status);
+    if (status != cudaSuccess) {
+      cudaGetLastError();  // a CPU pointer the runtime cannot place: nothing says it is a GPU's
+    } else if (device.is_cuda()) {
+      CAIRN_CHECK(attributes.type == cudaMemoryTypeDevice ||
+                      attributes.type == cudaMemoryTypeManaged,
+                  "Tensor::wrap: pointer is not device memory (it is ",
+                  attributes.type == cudaMemoryTypeHost ? "pinned host" : "host",
+                  " memory), but ", device, " was given");
+      CAIRN_CHECK(attributes.device == device.index(),
+                  "Tensor::wrap: pointer lives on cuda:", attributes.device, ", but ", device,
+                  " was given");
+    } else {
+      CAIRN_CHECK(attributes.type != cudaMemoryTypeDevice,
+                  "Tensor::wrap: pointer is device memory of cuda:", attributes.device,
+                  ", but cpu was given (the host cannot read it)");
+    }
   }
   auto storage = Storage::borrow(data, bytes, device);
   return Tensor(make_impl(std::move(storage), shape, numel, dtype));

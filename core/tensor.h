@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <ostream>
 #include <string>
 #include <vector>
@@ -68,9 +69,13 @@ class Tensor {
   static Tensor normal(const Shape& shape, float mean, float stddev, uint64_t seed,
                        const Device& device);
   // Wraps memory the caller owns (a cudaMalloc'd buffer of a CUDA application, say) without
-  // copying. cairn never frees it; the caller keeps it alive while the tensor is used.
+  // copying. cairn never frees it; the caller keeps it alive while the tensor is used. The
+  // pointer's memory kind must match `device` (device memory of that GPU for a CUDA device; host
+  // memory, pageable or pinned, for the CPU: asked of the CUDA runtime where there is one), and
+  // when `capacity_bytes` is given the shape must fit in it.
   static Tensor wrap(void* data, const Shape& shape, const Device& device,
-                     DType dtype = DType::kFloat32);
+                     DType dtype = DType::kFloat32,
+                     std::optional<size_t> capacity_bytes = std::nullopt);
 
   // ---- Properties. ----
   bool defined() const { return impl_ != nullptr; }

@@ -44,6 +44,8 @@ class GradientReducer {
   // Before the optimizer update: every gradient becomes its mean over the ranks.
   void finish();
 
+  // The tensors whose gradients this reducer averages (its hooks sit on them).
+  const std::vector<Tensor>& leaves() const { return leaves_; }
   size_t bucket_count() const { return buckets_.size(); }
   // The leaf indices in bucket b, in the order they are packed.
   const std::vector<size_t>& bucket_members(size_t b) const { return buckets_[b].members; }

@@ -1,7 +1,10 @@
-// The NCCL backend: CUDA tensors, reduced on the tensor's current stream (cuda::current_stream),
-// so that a reduction is ordered with the work around it like any other op and can be captured
-// into a CUDA graph. MPI bootstraps it (rank 0's ncclUniqueId, broadcast) and carries the host
-// values (metrics) and barriers.
+// The NCCL backend: CUDA tensors, reduced on a communication stream of the communicator's own,
+// ordered with the compute stream (cuda::current_stream) by events both ways: a collective starts
+// once the work queued before it on the compute stream is done, and compute work queued after
+// wait() waits for the collective. So gradients are reduced while backward goes on (the overlap
+// GradientReducer promises), and the whole exchange can still be captured into a CUDA graph (the
+// events fork the capture into the communication stream and join it back). MPI bootstraps it
+// (rank 0's ncclUniqueId, broadcast) and carries the host values (metrics) and barriers.
 #include <cuda_runtime_api.h>
 #include <nccl.h>
 
@@ -31,10 +34,33 @@ namespace {
 std::mutex g_live_mutex;
 std::vector<ncclComm_t> g_live;
 
-// Queued work needs no waiting from the host: later work on the stream sees the result.
-struct Queued final : PendingCollective {
-  void wait() override {}
-  bool test() override { return true; }
+// A collective queued on the communication stream. wait() orders the compute stream after it (no
+// host wait); dropping it unwaited does the same, so the buffer is never reused on the compute
+// stream while the collective may still read or write it.
+class Queued final : public PendingCollective {
+ public:
+  Queued(const Device& device, cudaEvent_t done) : device_(device), done_(done) {}
+  ~Queued() override {
+    if (done_ != nullptr) join();  // destructors never throw: statuses are ignored there
+  }
+  void wait() override {
+    if (done_ == nullptr) return;
+    const cudaError_t status = join();
+    CAIRN_CUDA_CHECK(status);
+  }
+  bool test() override { return true; }  // the host never waits for it
+
+ private:
+  cudaError_t join() {
+    cuda::DeviceGuard guard(device_);
+    const cudaError_t status = cudaStreamWaitEvent(
+        static_cast<cudaStream_t>(cuda::current_stream(device_)), done_, 0);
+    cudaEventDestroy(done_);  // released once the wait is done
+    done_ = nullptr;
+    return status;
+  }
+  Device device_;
+  cudaEvent_t done_;
 };
 
 class NcclCommunicator final : public Communicator {
@@ -46,7 +72,10 @@ class NcclCommunicator final : public Communicator {
     if (host_->rank() == 0) CAIRN_NCCL_CHECK(ncclGetUniqueId(&id));
     detail::mpi_broadcast_bytes(*host_, &id, sizeof(id), 0);
     cuda::DeviceGuard guard(device_);
-    CAIRN_NCCL_CHECK(ncclCommInitRank(&comm_, host_->size(), id, host_->rank()));
+    CAIRN_CUDA_CHECK(cudaStreamCreateWithFlags(&comm_stream_, cudaStreamNonBlocking));
+    const ncclResult_t initialised = ncclCommInitRank(&comm_, host_->size(), id, host_->rank());
+    if (initialised != ncclSuccess) cudaStreamDestroy(comm_stream_);
+    CAIRN_NCCL_CHECK(initialised);
     std::lock_guard<std::mutex> lock(g_live_mutex);
     g_live.push_back(comm_);
   }
@@ -55,7 +84,9 @@ class NcclCommunicator final : public Communicator {
       std::lock_guard<std::mutex> lock(g_live_mutex);
       g_live.erase(std::remove(g_live.begin(), g_live.end(), comm_), g_live.end());
     }
+    cuda::DeviceGuard guard(device_);
     ncclCommDestroy(comm_);
+    cudaStreamDestroy(comm_stream_);  // its queued work still runs first
   }
 
   int rank() const override { return host_->rank(); }
@@ -64,35 +95,54 @@ class NcclCommunicator final : public Communicator {
   std::string backend() const override { return "nccl"; }
   Device device() const override { return device_; }
 
-  void allreduce_sum(Tensor& tensor) override {
-    check_tensor(tensor, "allreduce_sum");
-    cuda::DeviceGuard guard(device_);
-    CAIRN_NCCL_CHECK(ncclAllReduce(tensor.raw_data(), tensor.raw_data(), size_t(tensor.numel()),
-                                   ncclFloat, ncclSum, comm_, stream()));
-    check_async("allreduce_sum");
-  }
+  void allreduce_sum(Tensor& tensor) override { start_allreduce_sum(tensor)->wait(); }
   std::unique_ptr<PendingCollective> start_allreduce_sum(Tensor tensor) override {
-    allreduce_sum(tensor);
-    return std::make_unique<Queued>();
+    check_tensor(tensor, "allreduce_sum");
+    return on_comm_stream("allreduce_sum", [&] {
+      return ncclAllReduce(tensor.raw_data(), tensor.raw_data(), size_t(tensor.numel()),
+                           ncclFloat, ncclSum, comm_, comm_stream_);
+    });
   }
   void broadcast(Tensor& tensor, int root) override {
     check_tensor(tensor, "broadcast");
     CAIRN_CHECK(root >= 0 && root < size(), "nccl broadcast: root ", root, " is not a rank of ",
                 size());
-    cuda::DeviceGuard guard(device_);
-    CAIRN_NCCL_CHECK(ncclBroadcast(tensor.raw_data(), tensor.raw_data(), size_t(tensor.numel()),
-                                   ncclFloat, root, comm_, stream()));
-    check_async("broadcast");
+    on_comm_stream("broadcast", [&] {
+      return ncclBroadcast(tensor.raw_data(), tensor.raw_data(), size_t(tensor.numel()),
+                           ncclFloat, root, comm_, comm_stream_);
+    })->wait();
   }
   // The host barrier alone would let ranks pass with reductions still queued: drain the stream.
   void barrier() override {
-    if (!cuda::is_capturing(device_)) cuda::synchronize(device_);
+    if (!cuda::is_capturing(device_)) {
+      cuda::synchronize(device_);
+      cuda::DeviceGuard guard(device_);
+      CAIRN_CUDA_CHECK(cudaStreamSynchronize(comm_stream_));
+    }
     host_->barrier();
   }
   void allreduce_sum(std::vector<double>& values) override { host_->allreduce_sum(values); }
 
  private:
   cudaStream_t stream() const { return static_cast<cudaStream_t>(cuda::current_stream(device_)); }
+
+  // Runs `collective` on the communication stream after the compute stream's queued work.
+  template <typename Collective>
+  std::unique_ptr<PendingCollective> on_comm_stream(const char* op, Collective&& collective) {
+    cuda::DeviceGuard guard(device_);
+    cudaEvent_t ready = nullptr, done = nullptr;
+    CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming));
+    cudaError_t status = cudaEventRecord(ready, stream());
+    if (status == cudaSuccess) status = cudaStreamWaitEvent(comm_stream_, ready, 0);
+    cudaEventDestroy(ready);
+    CAIRN_CUDA_CHECK(status);
+    CAIRN_NCCL_CHECK(collective());
+    CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&done, cudaEventDisableTiming));
+    auto pending = std::make_unique<Queued>(device_, done);  // joins even if the checks throw
+    CAIRN_CUDA_CHECK(cudaEventRecord(done, comm_stream_));
+    check_async(op);
+    return pending;
+  }
   void check_tensor(const Tensor& tensor, const char* op) const {
     CAIRN_CHECK(tensor.defined() && tensor.dtype() == DType::kFloat32, "nccl ", op,
                 ": expected a float32 tensor");
@@ -110,6 +160,7 @@ class NcclCommunicator final : public Communicator {
   Device device_;
   CommunicatorPtr host_;
   ncclComm_t comm_ = nullptr;
+  cudaStream_t comm_stream_ = nullptr;
 };
 
 }  // namespace

@@ -56,10 +56,15 @@ void gemm(const ColumnMajorGemmPlan& plan);
 // threads it, as before. Results at one thread are the same either way; at two or more they
 // differ in the last bits (bench_gemm_split measures by how much).
 void set_gemm_split_enabled(bool enabled);
+
+// c: column-major (m, n), leading dimension ldc. c = beta * c, exactly 0 where beta == 0 (a NaN
+// in c does not survive): the k == 0 product as BLAS defines it.
+void scale_matrix(float* c, int64_t m, int64_t n, int64_t ldc, float beta);
 }  // namespace cpu
 
 namespace cuda {
 // Runs the plan through cublasSgemm on the handle, which must already be bound to the stream.
 void gemm(const ColumnMajorGemmPlan& plan, BlasHandle handle);
+void scale_matrix(float* c, int64_t m, int64_t n, int64_t ldc, float beta, StreamHandle stream);
 }  // namespace cuda
 }  // namespace cairn::kernels

@@ -12,9 +12,14 @@ uint32_t pointer_alignment(const void* pointer) {
 }
 
 bool lt_heuristic_usable(int call_status, int returned, int result_state, bool* error) {
-  *error = call_status != CUBLAS_STATUS_SUCCESS && call_status != CUBLAS_STATUS_NOT_SUPPORTED;
+  *error = call_status != CUBLAS_STATUS_SUCCESS && call_status != CUBLAS_STATUS_NOT_SUPPORTED &&
+           call_status != CUBLAS_STATUS_INVALID_VALUE;
   return call_status == CUBLAS_STATUS_SUCCESS && returned > 0 &&
          result_state == CUBLAS_STATUS_SUCCESS;
+}
+
+bool lt_bias_alignment_ok(const void* bias) {
+  return bias == nullptr || reinterpret_cast<uintptr_t>(bias) % kLtBiasAlignment == 0;
 }
 
 }  // namespace cairn::kernels

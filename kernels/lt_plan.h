@@ -1,4 +1,4 @@
-// The host-side decisions behind dense_lt.cu's cached cuBLASLt plans, kept out of the .cu file so
+// The host-side decisions behind dense_lt.cpp's cached cuBLASLt plans, kept out of the .cu file so
 // that the CPU tests prove them: what a plan is keyed by, and when the heuristic's answer is
 // usable.
 #pragma once
@@ -33,9 +33,18 @@ struct LtPlanKey {
 
 // Whether cublasLtMatmulAlgoGetHeuristic's answer gives an algorithm to run: the call succeeded,
 // returned at least one result, and that result's `state` is CUBLAS_STATUS_SUCCESS (its other
-// fields are only valid then). CUBLAS_STATUS_NOT_SUPPORTED from the call means no algorithm for
-// this configuration: not an error, the caller falls back. Any other failing status is an error,
-// which this reports by returning false with `*error` set. Statuses are cublasStatus_t values.
+// fields are only valid then). CUBLAS_STATUS_NOT_SUPPORTED (no algorithm for this configuration)
+// and CUBLAS_STATUS_INVALID_VALUE (a configuration it refuses, such as an operand's alignment)
+// from the call are not errors: the caller falls back to the composed path, which computes any
+// shape. Any other failing status is an error, which this reports by returning false with
+// `*error` set. Statuses are cublasStatus_t values.
 bool lt_heuristic_usable(int call_status, int returned, int result_state, bool* error);
+
+// The epilogues read (BIAS) or write (BGRADB) the bias vector with vector accesses: a bias less
+// than 16-byte aligned (a wrapped application pointer, a view into a larger buffer) is refused or
+// faults on some GPUs, so cairn falls back below 16 bytes, as PyTorch's and Marian's cuBLASLt
+// paths do; cuBLASLt has no preference attribute that filters algorithms by the bias's alignment.
+constexpr uint32_t kLtBiasAlignment = 16;
+bool lt_bias_alignment_ok(const void* bias);
 
 }  // namespace cairn::kernels

@@ -14,8 +14,10 @@ cairn_add_test(formats_test blocks/safetensors_test.cpp blocks/safetensors_dtype
 cairn_add_test(hardening_test hardening/hardening_test.cpp hardening/determinism_test.cpp
                hardening/reliability_test.cpp)
 target_link_libraries(hardening_test PRIVATE ZLIB::ZLIB)
-add_test(NAME embed.find_package_consumer COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/embed/embed_test.sh ${CMAKE_BINARY_DIR} ${PROJECT_SOURCE_DIR} "${CMAKE_CUDA_ARCHITECTURES}")
-set_tests_properties(embed.find_package_consumer PROPERTIES TIMEOUT 900 LABELS embed)
+if(NOT CAIRN_FAKE_CUDA)  # the fake device's build is never installed
+  add_test(NAME embed.find_package_consumer COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/embed/embed_test.sh ${CMAKE_BINARY_DIR} ${PROJECT_SOURCE_DIR} "${CMAKE_CUDA_ARCHITECTURES}")
+  set_tests_properties(embed.find_package_consumer PROPERTIES TIMEOUT 900 LABELS embed)
+endif()
 cairn_add_test(speed_test speed/hybridize_test.cpp)
 target_include_directories(speed_test PRIVATE ${PROJECT_SOURCE_DIR}/samples)
 # Data-parallel training. The single-process parts always; the multi-process ones where MPI was
@@ -60,4 +62,11 @@ if(TARGET train_fashion_mnist)
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/samples/train_fashion_mnist_cli_test.sh
                    $<TARGET_FILE:train_fashion_mnist>)
   set_tests_properties(sample.train_fashion_mnist_command_line PROPERTIES TIMEOUT 300)
+endif()
+
+# The fake CUDA device's own tests: that it refuses what a real device refuses, and the GPU
+# host-code hazards only the fake can provoke (heuristic refusals, stream races).
+if(CAIRN_FAKE_CUDA)
+  cairn_add_test(fake_cuda_test fake_cuda/fake_runtime_test.cpp fake_cuda/fake_blas_test.cpp
+                 fake_cuda/fake_launchers_test.cpp)
 endif()

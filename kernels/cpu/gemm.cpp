@@ -103,14 +103,8 @@ void run(const ColumnMajorGemmPlan& plan, Executor executor) {
   CAIRN_CHECK(plan.ldc >= plan.m, "cpu::gemm: ldc=", plan.ldc, " < m=", plan.m);
 
   if (plan.k == 0) {
-    // An empty inner product: C = beta * C. beta == 0 overwrites without reading, as BLAS
-    // defines it, so a NaN already in C does not survive.
-    for (int64_t j = 0; j < plan.n; ++j) {
-      float* column = plan.c + j * plan.ldc;
-      for (int64_t i = 0; i < plan.m; ++i) {
-        column[i] = plan.beta == 0.0f ? 0.0f : plan.beta * column[i];
-      }
-    }
+    // An empty inner product: C = beta * C.
+    scale_matrix(plan.c, plan.m, plan.n, plan.ldc, plan.beta);
     return;
   }
 
@@ -153,6 +147,15 @@ void run(const ColumnMajorGemmPlan& plan, Executor executor) {
 }  // namespace
 
 void gemm(const ColumnMajorGemmPlan& plan) { run(plan, Executor::kChoose); }
+
+void scale_matrix(float* c, int64_t m, int64_t n, int64_t ldc, float beta) {
+  CAIRN_CHECK(m >= 0 && n >= 0 && ldc >= m, "scale_matrix: m=", m, " n=", n, " ldc=", ldc);
+  // beta == 0 overwrites without reading, as BLAS defines it.
+  for (int64_t j = 0; j < n; ++j) {
+    float* column = c + j * ldc;
+    for (int64_t i = 0; i < m; ++i) column[i] = beta == 0.0f ? 0.0f : beta * column[i];
+  }
+}
 
 void blas_gemm(const ColumnMajorGemmPlan& plan) { run(plan, Executor::kBlas); }
 

@@ -18,8 +18,8 @@ void sgd_update(float* weight, const float* grad, float* velocity, int64_t n,
                 const SgdConfig& config) {
   CAIRN_CHECK(n >= 0, "cpu::sgd_update: negative size ", n);
   const bool use_momentum = config.momentum != 0.0f;
-  CAIRN_CHECK(!use_momentum || velocity != nullptr, "cpu::sgd_update: momentum ", config.momentum,
-              " needs a velocity buffer");
+  CAIRN_CHECK(!use_momentum || velocity != nullptr || n == 0, "cpu::sgd_update: momentum ",
+              config.momentum, " needs a velocity buffer");
   // The momentum test is hoisted out of the loops so that each vectorises; the expressions are
   // the ones the single loop computed, in the same order, so the bits are the same.
   const float grad_scale = config.grad_scale, weight_decay = config.weight_decay;

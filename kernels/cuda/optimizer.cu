@@ -57,9 +57,9 @@ void sgd_update(float* weight, const float* grad, float* velocity, int64_t n,
                 const SgdConfig& config, StreamHandle stream) {
   CAIRN_CHECK(n >= 0, "sgd_update: negative size ", n);
   CAIRN_CHECK(config.momentum >= 0.0f, "sgd_update: negative momentum ", config.momentum);
+  if (n == 0) return;  // nothing to update, and no buffer needed for it
   CAIRN_CHECK(config.momentum == 0.0f || velocity != nullptr, "sgd_update: momentum ",
               config.momentum, " needs a velocity buffer");
-  if (n == 0) return;
   if (config.momentum > 0.0f) {
     sgd_update_kernel<true><<<grid_size(n), kBlockThreads, 0, stream>>>(
         weight, grad, velocity, n, config.learning_rate, config.momentum, config.weight_decay,

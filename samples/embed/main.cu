@@ -170,7 +170,7 @@ void run_on_gpu(const std::vector<float>& cpu_result, int& failures) {
     }
     // cairn's caching allocator keeps freed blocks per stream; give back those tied to our
     // stream before the stream goes away.
-    cairn::cuda_allocator(gpu.index()).empty_cache();
+    cairn::cuda::empty_cache(gpu);
   } catch (...) {
     failure = std::current_exception();
   }

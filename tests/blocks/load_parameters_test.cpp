@@ -130,10 +130,10 @@ TEST_F(LoadParameters, AllowMissingKeepsWhatTheNetworkHadAndInitializeFillsTheRe
   // A fresh one leaves it uninitialised, and initialize() fills only that one (its shape is
   // inferred at the first forward as usual).
   auto fresh = torch_like_mlp();
-  fresh->load_parameters(file, options);  // on the default device
+  fresh->load_parameters(file, options);  // on the default device (a GPU where there is one)
   EXPECT_FALSE(fresh->collect_params().at("2.weight")->is_initialized());
-  fresh->initialize(init::constant(0.25f), kCpu);
-  const Tensor y = (*fresh)(Tensor::zeros({1, 4}, kCpu));
+  fresh->initialize(init::constant(0.25f), default_device());
+  const Tensor y = (*fresh)(Tensor::zeros({1, 4}, default_device()));
   EXPECT_EQ(fresh->collect_params().at("2.weight")->data().to_vector(),
             std::vector<float>(6, 0.25f));
   EXPECT_EQ(fresh->collect_params().at("0.bias")->data().to_vector(),

@@ -185,6 +185,25 @@ TEST_P(DataParallel, MatchesOneProcessOnTheConcatenatedBatch) {
 
 INSTANTIATE_TEST_SUITE_P(Optimizers, DataParallel, ::testing::Values("sgd", "adam"));
 
+// initialize(force_reinit) gives every parameter new tensors: the reducer's hooks sat on the old
+// ones, so without a rebind each rank would step on its own shard's gradients and drift apart.
+TEST(DataParallelReinit, ReinitialisedParametersKeepBeingAveraged) {
+  DataParallelRun run("sgd", 100, 8);
+  run.enable();
+  run.step(0);
+  // Every rank re-initialises with the same seed: new tensors holding equal values.
+  run.net->initialize(init::xavier(), Device::cpu(), 7, /*force_reinit=*/true);
+  std::vector<float> params = flat_parameters(*run.net);
+  ASSERT_TRUE(same_bits(params, rank0_copy(params)));
+  for (int64_t s = 1; s < 6; ++s) {
+    run.step(s);
+    params = flat_parameters(*run.net);
+    ASSERT_TRUE(same_bits(params, rank0_copy(params)))
+        << "rank " << world()->rank() << " differs from rank 0 after step " << s
+        << " since the re-initialisation: its gradients were not averaged";
+  }
+}
+
 TEST(DataParallelBuckets, StartDuringBackwardBeforeTheUpdate) {
   // 1 KiB buckets: the MLP's 16x32, 32, 32x4 and 4 floats make several.
   dist::BucketOptions small;

@@ -1028,9 +1028,24 @@ TEST(LtPlan, OnlyASuccessfulResultWithASuccessfulStateIsUsable) {
   // A result whose state is not success has no valid algorithm in it.
   EXPECT_FALSE(lt_heuristic_usable(CUBLAS_STATUS_SUCCESS, 1, CUBLAS_STATUS_NOT_SUPPORTED, &error));
   EXPECT_FALSE(error);
-  // Anything else is a real failure, reported as one.
+  // INVALID_VALUE: the configuration (an alignment, an epilogue's operand) is one cuBLASLt
+  // refuses; the composed path can still compute it: a fallback too.
   EXPECT_FALSE(lt_heuristic_usable(CUBLAS_STATUS_INVALID_VALUE, 0, 0, &error));
+  EXPECT_FALSE(error);
+  // Anything else is a real failure, reported as one.
+  EXPECT_FALSE(lt_heuristic_usable(CUBLAS_STATUS_NOT_INITIALIZED, 0, 0, &error));
   EXPECT_TRUE(error);
+  EXPECT_FALSE(lt_heuristic_usable(CUBLAS_STATUS_ALLOC_FAILED, 0, 0, &error));
+  EXPECT_TRUE(error);
+}
+
+TEST(LtPlan, ABiasBelowSixteenByteAlignmentFallsBack) {
+  alignas(16) float bias[8] = {};
+  EXPECT_TRUE(lt_bias_alignment_ok(bias));
+  EXPECT_TRUE(lt_bias_alignment_ok(nullptr));  // no bias, nothing to align
+  EXPECT_FALSE(lt_bias_alignment_ok(bias + 1));
+  EXPECT_FALSE(lt_bias_alignment_ok(bias + 2));
+  EXPECT_TRUE(lt_bias_alignment_ok(bias + 4));
 }
 
 }  // namespace

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <random>
@@ -398,6 +399,121 @@ TEST_F(HybridizeGpu, IntermediatesSeeTheChildrenOfAHybridizedBlock) {
   }
   EXPECT_EQ(hidden_hybrid, hidden_eager);
   EXPECT_EQ(hybrid->hybridize_reason(), "");  // and it replays again once nothing records
+}
+
+// ---- Stale graphs (second review, finding A): what a graph baked in was replaced ----
+
+TEST_F(HybridizeGpu, AReinitialisedBlockIsCapturedAgainNotReplayedStale) {
+  auto eager = lecture::sequential_mlp();
+  auto hybrid = lecture::sequential_mlp();
+  eager->initialize(init::xavier(), gpu, kSeed);
+  hybrid->initialize(init::xavier(), gpu, kSeed);
+  hybrid->hybridize();
+  EXPECT_EQ(hybrid->hybridize_state(), HybridState::kWarmingUp);
+  const Tensor x = Tensor::uniform({4, 20}, -1.0f, 1.0f, 61, gpu);
+  (*eager)(x);
+  (*hybrid)(x);
+  EXPECT_EQ(hybrid->hybridize_state(), HybridState::kWarmingUp);
+  (*hybrid)(x);
+  ASSERT_EQ(hybrid->hybridize_state(), HybridState::kCaptured) << hybrid->hybridize_reason();
+  // New tensors for every parameter. The old ones are kept alive here, so the new ones cannot
+  // land at the same addresses (which the caching allocator would otherwise often hand back,
+  // hiding a stale replay by luck): a graph still reading the old addresses gives the old answer.
+  std::vector<Tensor> old_values;
+  for (const auto& [name, parameter] : hybrid->collect_params()) {
+    old_values.push_back(parameter->data());
+  }
+  eager->initialize(init::normal(0.5f), gpu, 7, /*force_reinit=*/true);
+  hybrid->initialize(init::normal(0.5f), gpu, 7, /*force_reinit=*/true);
+  for (int call = 0; call < 3; ++call) {
+    const Tensor y = (*hybrid)(x);
+    expect_close(y, (*eager)(x), 1e-6, 0.0, "after force_reinit, call " + std::to_string(call));
+    EXPECT_EQ(hybrid->hybridize_state(), HybridState::kCaptured);
+  }
+}
+
+TEST_F(HybridizeGpu, ACapturedStepFollowsNewHyperparametersAndLoadedState) {
+  Training eager(gpu, std::make_shared<SGD>(0.1f, 0.9f));
+  Training captured(gpu, std::make_shared<SGD>(0.1f, 0.9f));
+  CapturedStep step([&](const Tensor& x, const Tensor& y) { captured.step(x, y); }, gpu, {}, {},
+                    captured.trainer.get());
+  const std::vector<Batch> data = batches(12, 16, 20, gpu);
+  for (int i = 0; i < 4; ++i) {
+    eager.step(data[i].x, data[i].y);
+    step.run(data[i].x, data[i].y);
+  }
+  ASSERT_EQ(step.state(), HybridState::kCaptured) << step.eager_reason();
+  EXPECT_EQ(step.captures(), 1);
+  // A new learning rate and momentum: the graph holds the old ones as host values.
+  for (Trainer* trainer : {eager.trainer.get(), captured.trainer.get()}) {
+    trainer->optimizer().set_hyperparameters({{"learning_rate", 0.05f}, {"momentum", 0.5f},
+                                              {"weight_decay", 0.0f}});
+  }
+  for (int i = 4; i < 8; ++i) {
+    eager.step(data[i].x, data[i].y);
+    step.run(data[i].x, data[i].y);
+  }
+  EXPECT_EQ(step.captures(), 2);
+  expect_parameters_close(captured, eager, 1e-5, "after new hyperparameters");
+  // Optimizer state loaded from elsewhere: new slot tensors the old graph never wrote.
+  const NamedTensors slots = eager.trainer->state();
+  const auto metadata = eager.trainer->state_metadata();
+  captured.trainer->load_state(slots, metadata);
+  for (int i = 8; i < 12; ++i) {
+    eager.step(data[i].x, data[i].y);
+    step.run(data[i].x, data[i].y);
+  }
+  EXPECT_EQ(step.captures(), 3);
+  expect_parameters_close(captured, eager, 1e-5, "after load_state");
+}
+
+TEST_F(HybridizeGpu, AFailedCaptureLeavesTheTrainerAsItWas) {
+  Training eager(gpu, std::make_shared<SGD>(0.1f, 0.9f));
+  Training captured(gpu, std::make_shared<SGD>(0.1f, 0.9f));
+  float last_loss = 0.0f;
+  // item() after the step: a host synchronisation inside the capture, found after step() ran.
+  CapturedStep step(
+      [&](const Tensor& x, const Tensor& y) {
+        Tensor loss;
+        {
+          autograd::RecordScope record;
+          loss = captured.loss_fn((*captured.net)(x), y);
+        }
+        loss.backward();
+        captured.trainer->step(1);
+        last_loss = loss.item();
+      },
+      gpu, {}, {}, captured.trainer.get());
+  const std::vector<Batch> data = batches(4, 16, 20, gpu);
+  for (const Batch& batch : data) {
+    eager.step(batch.x, batch.y);
+    step.run(batch.x, batch.y);
+  }
+  EXPECT_EQ(step.state(), HybridState::kEager);
+  EXPECT_NE(step.eager_reason().find("Tensor::item"), std::string::npos) << step.eager_reason();
+  EXPECT_EQ(captured.trainer->steps(), 4) << "the failed capture counted a step";
+  expect_parameters_close(captured, eager, 1e-6, "eager after the failed capture");
+  EXPECT_TRUE(std::isfinite(last_loss));
+}
+
+TEST_F(HybridizeGpu, GraphsPerShapeAreBounded) {
+  auto hybrid = lecture::sequential_mlp();
+  hybrid->initialize(init::xavier(), gpu, kSeed);
+  hybrid->hybridize();
+  for (int64_t rows = 1; rows <= int64_t(HybridForward::kMaxGraphs) + 4; ++rows) {
+    const Tensor x = Tensor::uniform({rows, 20}, -1.0f, 1.0f, 70 + uint64_t(rows), gpu);
+    (*hybrid)(x);
+    (*hybrid)(x);
+  }
+  // Checked through the allocator: each graph holds a private pool; they may not pile up.
+  CachingAllocator& allocator = cuda_allocator(0);
+  const int64_t reserved = allocator.stats().bytes_reserved;
+  for (int64_t rows = 1; rows <= int64_t(HybridForward::kMaxGraphs) + 4; ++rows) {
+    const Tensor x = Tensor::uniform({rows, 20}, -1.0f, 1.0f, 70 + uint64_t(rows), gpu);
+    (*hybrid)(x);
+    (*hybrid)(x);
+  }
+  EXPECT_LE(allocator.stats().bytes_reserved, reserved + (int64_t(8) << 20));
 }
 
 }  // namespace

@@ -30,6 +30,25 @@ class CudaTest : public ::testing::Test {
   }
 };
 
+// Whether the CUDA device is cairn's fake one (tests/fake_cuda/, the CAIRN_FAKE_CUDA build): it
+// says so in its name. Its memory is this machine's, not an H200's.
+inline bool on_fake_cuda_device() {
+  if (!cuda_available()) return false;
+  cudaDeviceProp prop{};
+  if (cudaGetDeviceProperties(&prop, 0) != cudaSuccess) return false;
+  return std::string(prop.name).find("cairn fake CUDA device") != std::string::npos;
+}
+
+// For tests whose tensors need more memory than the fake device can hold (above 2^31 elements):
+// they skip there, saying so, and stay required on a real GPU.
+#define CAIRN_SKIP_ON_FAKE_CUDA_FOR_MEMORY()                                                  \
+  do {                                                                                        \
+    if (::cairn::testing::on_fake_cuda_device()) {                                            \
+      GTEST_SKIP() << "needs more device memory than the fake CUDA device holds (it is host " \
+                      "memory); required on a real GPU";                                      \
+    }                                                                                         \
+  } while (0)
+
 // After the last test: free everything cairn keeps for the process's lifetime and reset the
 // devices, so that compute-sanitizer --leak-check full (which reports what is still allocated
 // when a context is destroyed) reports only real leaks. Registered once per test binary; a no-op

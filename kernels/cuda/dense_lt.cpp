@@ -1,4 +1,5 @@
 // Dense forward and weight backward as cuBLASLt matmuls with fused epilogues (see dense.h).
+// Host code only (no kernel): the fake CUDA device's build compiles it unchanged.
 #include <cublasLt.h>
 
 #include <cstdint>
@@ -73,6 +74,10 @@ bool run(const char* op, cublasLtHandle_t handle, cublasLtEpilogue_t epilogue,
          cublasOperation_t trans_b, int64_t m, int64_t n, int64_t k, const float* a, int64_t lda,
          const float* b, int64_t ldb, float* d, int64_t ldd, void* workspace,
          size_t workspace_bytes, cudaStream_t stream) {
+  if (!lt_bias_alignment_ok(bias)) {
+    say_fallback_once(op, m, n, k, "is not used with a bias less than 16-byte aligned");
+    return false;
+  }
   LtPlanKey key;
   key.handle = handle;
   key.epilogue = int(epilogue);

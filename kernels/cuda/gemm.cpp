@@ -3,32 +3,19 @@
 // The plan is computed once, on the host, by plan_gemm(); this file only checks that its sizes fit
 // cuBLAS's int arguments and makes the call. k == 0 is handled here, not left to cuBLAS: BLAS
 // defines it as C = beta * C (C not read when beta == 0), and the cuBLAS documentation does not
-// state that it honours that, so a small kernel does it explicitly.
+// state that it honours that, so scale_matrix (scale_matrix.cu) does it explicitly.
+// Host code only (no kernel here): the fake CUDA device's build compiles it unchanged.
 #include <cublas_v2.h>
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <climits>
 #include <cstdint>
 
 #include "cairn/core/error.h"
-#include "cairn/kernels/cuda/launch.cuh"
 #include "cairn/kernels/gemm.h"
 
 namespace cairn::kernels::cuda {
 namespace {
-
-// c: column-major (m, n) with leading dimension ldc; c = beta * c, and exactly 0 when beta == 0
-// (never 0 * NaN), as BLAS defines the k == 0 product.
-__global__ void scale_matrix_kernel(float* c, int64_t m, int64_t n, int64_t ldc, float beta) {
-  const int64_t total = m * n;
-  const int64_t stride = gridDim.x * int64_t(blockDim.x);
-  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < total; i += stride) {
-    const int64_t col = i / m;
-    float* slot = c + col * ldc + (i - col * m);
-    *slot = beta == 0.0f ? 0.0f : beta * *slot;
-  }
-}
 
 bool fits_int(int64_t v) { return v >= 0 && v <= INT_MAX; }
 
@@ -49,12 +36,7 @@ void gemm(const ColumnMajorGemmPlan& plan, BlasHandle handle) {
     if (plan.beta == 1.0f) return;
     cudaStream_t stream = nullptr;
     CAIRN_CUBLAS_CHECK(cublasGetStream(cublas, &stream));
-    const int64_t total = plan.m * plan.n;
-    const int blocks =
-        static_cast<int>(std::min((total + kBlockThreads - 1) / kBlockThreads, kMaxBlocks));
-    scale_matrix_kernel<<<blocks, kBlockThreads, 0, stream>>>(plan.c, plan.m, plan.n, plan.ldc,
-                                                              plan.beta);
-    CAIRN_CHECK_LAUNCH("scale_matrix_kernel", stream);
+    scale_matrix(plan.c, plan.m, plan.n, plan.ldc, plan.beta, stream);
     return;
   }
 
