@@ -1,6 +1,7 @@
 #include "cairn/dist/communicator.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cmath>
 #include <cstdio>
@@ -120,7 +121,7 @@ double default_collective_timeout() {
   char* end = nullptr;
   errno = 0;
   const double seconds = std::strtod(text, &end);
-  CAIRN_CHECK(*text != '\0' && end != nullptr && *end == '\0' && errno == 0 &&
+  CAIRN_CHECK(*text != '\0' && !std::isspace(static_cast<unsigned char>(*text)) && end != nullptr && *end == '\0' && errno == 0 &&
                   std::isfinite(seconds) && seconds > 0 && seconds <= 1e8,
               "CAIRN_COLLECTIVE_TIMEOUT_S='", shorten(text),
               "': expected a number of seconds, more than 0 and at most 1e8");
