@@ -90,4 +90,11 @@ if(TARGET train_fashion_mnist)
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/samples/train_fashion_mnist_cli_test.sh
                    $<TARGET_FILE:train_fashion_mnist>)
   set_tests_properties(sample.train_fashion_mnist_command_line PROPERTIES TIMEOUT 300)
+  if(CAIRN_HAVE_MPI)
+    add_test(NAME sample.train_fashion_mnist_ranks_disagree
+             COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/samples/train_fashion_mnist_mpi_test.sh
+                     $<TARGET_FILE:train_fashion_mnist> ${CAIRN_MPIEXEC})
+    set_tests_properties(sample.train_fashion_mnist_ranks_disagree PROPERTIES TIMEOUT 300
+                         LABELS "dist;mpi" PROCESSORS 2 ENVIRONMENT CAIRN_COLLECTIVE_TIMEOUT_S=20)
+  endif()
 endif()
