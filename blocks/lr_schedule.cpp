@@ -66,8 +66,10 @@ void LearningRateSchedule::validate() const {
                 "LearningRateSchedule: a cosine schedule's horizon_steps (", horizon_steps,
                 ") must be more than its warmup_steps (", warmup_steps, ")");
   } else {
-    CAIRN_CHECK(horizon_steps == 0, "LearningRateSchedule: a constant schedule has no horizon, "
-                "got horizon_steps ", horizon_steps);
+    CAIRN_CHECK(horizon_steps == 0,
+                "LearningRateSchedule: a constant schedule has no horizon, "
+                "got horizon_steps ",
+                horizon_steps);
   }
 }
 
@@ -78,8 +80,8 @@ int64_t LearningRateSchedule::end_step() const {
 float LearningRateSchedule::rate(int64_t step) const {
   CAIRN_CHECK(step >= start_step, "LearningRateSchedule::rate: step ", step,
               " comes before the schedule, which starts at step ", start_step);
-  CAIRN_CHECK(step < end_step(), "LearningRateSchedule::rate: step ", step,
-              " is past the end of ", str());
+  CAIRN_CHECK(step < end_step(), "LearningRateSchedule::rate: step ", step, " is past the end of ",
+              str());
   const int64_t k = step - start_step;
   if (k < warmup_steps) {
     return float(double(base_rate) * double(k + 1) / double(warmup_steps));
@@ -167,8 +169,10 @@ LearningRateSchedule LearningRateSchedule::from_metadata(
   schedule.start_step = count("start_step");
   schedule.horizon_steps = count("horizon_steps");
   schedule.warmup_steps = count("warmup_steps");
-  CAIRN_CHECK(problems.empty(), "LearningRateSchedule::from_metadata: the schedule's entries "
-              "are incomplete or unreadable:", problems);
+  CAIRN_CHECK(problems.empty(),
+              "LearningRateSchedule::from_metadata: the schedule's entries "
+              "are incomplete or unreadable:",
+              problems);
   schedule.validate();
   return schedule;
 }

@@ -20,8 +20,9 @@
 int main(int argc, char** argv) {
   using namespace cairn;
   try {
-    CAIRN_CHECK(argc == 2, "usage: dist_disagreeing_ranks steps|batch|schedule|optimizer|"
-                           "standardize|timeout");
+    CAIRN_CHECK(argc == 2,
+                "usage: dist_disagreeing_ranks steps|batch|schedule|optimizer|"
+                "standardize|timeout");
     const std::string mode = argv[1];
     const dist::CommunicatorPtr comm = dist::make_communicator(Device::cpu());
     const bool odd = comm->rank() == 1;
@@ -56,8 +57,7 @@ int main(int argc, char** argv) {
       trainer.set_learning_rate(schedule.rate(step - 1));
       testing::train_step(*net, trainer, batch);
     }
-    std::printf("rank %d finished: nothing ended the job (run this with 2 ranks)\n",
-                comm->rank());
+    std::printf("rank %d finished: nothing ended the job (run this with 2 ranks)\n", comm->rank());
     return 0;
   } catch (const std::exception& error) {
     dist::abort_job(error.what());
