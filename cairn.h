@@ -7,6 +7,7 @@
 #include "cairn/blocks/hybridize.h"
 #include "cairn/blocks/layers.h"
 #include "cairn/blocks/loss.h"
+#include "cairn/blocks/lr_schedule.h"
 #include "cairn/blocks/optimizer.h"
 #include "cairn/blocks/trainer.h"
 #include "cairn/core/allocator.h"

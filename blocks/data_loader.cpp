@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <fstream>
 
 #include "cairn/blocks/idx.h"
@@ -223,6 +224,26 @@ int64_t DataLoader::batches_per_epoch() const {
   const int64_t count = epoch_samples();
   const int64_t full = count / options_.batch_size;
   return options_.drop_last || count % options_.batch_size == 0 ? full : full + 1;
+}
+
+std::vector<std::pair<std::string, std::string>> data_parallel_quantities(const DataLoader& loader) {
+  const LoaderOptions& options = loader.options();
+  auto exact = [](float value) {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.9g", static_cast<double>(value));
+    return std::string(text);
+  };
+  return {
+      {"training samples", std::to_string(loader.samples())},
+      {"features per sample", std::to_string(loader.features())},
+      {"shards", std::to_string(options.shards)},
+      {"batch size (per rank)", std::to_string(options.batch_size)},
+      {"steps per epoch", std::to_string(loader.batches_per_epoch())},
+      {"samples per epoch (per rank)", std::to_string(loader.epoch_samples())},
+      {"shuffle", options.shuffle ? "seed " + std::to_string(options.seed) : "off"},
+      {"drop_last", options.drop_last ? "true" : "false"},
+      {"normalisation (mean, stddev)", exact(options.mean) + ", " + exact(options.stddev)},
+  };
 }
 
 int64_t DataLoader::batch_length(int64_t batch_index) const {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cairn/core/tensor.h"
@@ -78,6 +79,8 @@ class DataLoader {
   int64_t batches_per_epoch() const;
   int64_t samples() const { return data_->count; }
   int64_t epoch_samples() const { return int64_t(order_.size()); }  // this shard's, per epoch
+  const LoaderOptions& options() const { return options_; }
+  int64_t features() const { return data_->features; }
 
  private:
   struct Slot;
@@ -99,6 +102,14 @@ class DataLoader {
 // The seeded permutation the loader uses: Fisher-Yates over splitmix64, the same on every
 // platform (std::shuffle's algorithm is implementation-defined).
 std::vector<int64_t> seeded_permutation(int64_t count, uint64_t seed);
+
+// What the ranks of a data-parallel job must hold equal about their training loaders, as named
+// values for Trainer::enable_data_parallel's `must_agree` (dist::Quantities): the data set's size
+// and sample size, the number of shards, the batch size, the steps per epoch, this shard's
+// samples per epoch, the shuffle and its seed, drop_last and the normalisation. (The shard index
+// differs by design.) Ranks that took different data or a different --limit then stop before
+// their first step, each value named, instead of deadlocking when one runs out of steps first.
+std::vector<std::pair<std::string, std::string>> data_parallel_quantities(const DataLoader& loader);
 
 // The positions of `order` that shard `shard` of `shards` serves (see LoaderOptions::shards).
 std::vector<int64_t> shard_of(const std::vector<int64_t>& order, int64_t shard, int64_t shards,

@@ -13,5 +13,6 @@ set(CAIRN_BLOCKS_SOURCES
   blocks/trainer.cpp
   blocks/trainer_data_parallel.cpp
   blocks/checkpoint.cpp
+  blocks/lr_schedule.cpp
   blocks/data_loader.cpp
 )

@@ -52,8 +52,17 @@ class Trainer {
   // optimizer state. step(batch_size) takes this rank's batch size; with equal batches on every
   // rank (DataLoader's shards) the update is the one single-process training on the union of the
   // ranks' batches would make (mean over the global batch).
+  //
+  // Before any other collective, the ranks compare (dist::check_ranks_agree) the optimizer and
+  // its hyperparameters, the step count, the parameters' names, shapes and update counts, and
+  // `must_agree`: whatever else decides what each rank computes and how many collectives it
+  // calls (the data: data_parallel_quantities(loader); the learning-rate schedule:
+  // LearningRateSchedule::quantities()). A difference throws the same cairn::Error on every
+  // rank, naming each differing quantity and each rank's value: ranks that disagree on the
+  // amount of work would otherwise deadlock when the first runs out of steps.
   void enable_data_parallel(dist::CommunicatorPtr communicator,
-                            const dist::BucketOptions& options = {});
+                            const dist::BucketOptions& options = {},
+                            const dist::Quantities& must_agree = {});
   bool data_parallel() const { return reducer_ != nullptr; }
   // The communicator given to enable_data_parallel(), else null.
   const dist::CommunicatorPtr& communicator() const { return communicator_; }

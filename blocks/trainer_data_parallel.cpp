@@ -1,6 +1,7 @@
 // Trainer's data-parallel setup (declared in trainer.h): check that the ranks agree, start them
 // equal, and hand the gradients to a dist::GradientReducer that step() waits for.
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -10,27 +11,39 @@
 namespace cairn {
 namespace {
 
-// FNV-1a, folded into two 26-bit halves so that a sum over any realistic number of ranks stays
-// exact in a double.
+// FNV-1a over the parameters' names and shapes: a long list compared as one short value.
 struct Fingerprint {
   uint64_t hash = 1469598103934665603ull;
   void add(const std::string& text) {
     for (unsigned char c : text) hash = (hash ^ c) * 1099511628211ull;
     hash = (hash ^ 0xff) * 1099511628211ull;
   }
-  double high() const { return double((hash >> 26) & ((1u << 26) - 1)); }
-  double low() const { return double(hash & ((1u << 26) - 1)); }
 };
+
+// "sgd(learning_rate=0.100000001, momentum=0, weight_decay=0)": every float to the bit.
+std::string exact_description(const Optimizer& optimizer) {
+  std::string text = optimizer.name() + "(";
+  bool first = true;
+  for (const auto& [key, value] : optimizer.hyperparameters()) {
+    char number[32];
+    std::snprintf(number, sizeof(number), "%.9g", static_cast<double>(value));
+    text += (first ? "" : ", ") + key + "=" + number;
+    first = false;
+  }
+  return text + ")";
+}
 
 }  // namespace
 
 void Trainer::enable_data_parallel(dist::CommunicatorPtr communicator,
-                                   const dist::BucketOptions& options) {
+                                   const dist::BucketOptions& options,
+                                   const dist::Quantities& must_agree) {
   CAIRN_CHECK(communicator != nullptr, "Trainer::enable_data_parallel: the communicator is null");
   const Device device = communicator->device();
-  // Everything is checked before any collective, so that a rank which fails here fails alone
-  // and visibly (its caller aborts the job) rather than after the others entered a broadcast.
+  // Everything local is checked before any collective, so that a rank which fails here fails
+  // alone and visibly (its caller aborts the job) rather than after the others entered one.
   Fingerprint layout, state;
+  int64_t trained = 0;
   for (const Entry& entry : entries_) {
     const Parameter& parameter = *entry.parameter;
     CAIRN_CHECK(parameter.is_initialized(), "Trainer::enable_data_parallel: parameter '",
@@ -42,28 +55,31 @@ void Trainer::enable_data_parallel(dist::CommunicatorPtr communicator,
     CAIRN_CHECK(parameter.device() == device, "Trainer::enable_data_parallel: parameter '",
                 entry.name, "' is on ", parameter.device(), ", the ", communicator->backend(),
                 " communicator works on ", device);
+    const bool fixed = parameter.is_constant() || parameter.grad_req() == GradReq::kNull;
+    trained += fixed ? 0 : 1;
     layout.add(entry.name);
     layout.add(shape_str(parameter.shape()));
-    layout.add(parameter.is_constant() || parameter.grad_req() == GradReq::kNull ? "fixed"
-                                                                                 : "trained");
+    layout.add(fixed ? "fixed" : "trained");
     state.add(entry.name + ":" + std::to_string(entry.updates) + ":" +
               std::to_string(entry.slots.size()));
   }
-  state.add(optimizer_->name() + ":" + std::to_string(steps_));
-  std::vector<double> sums = {layout.high(), layout.low(), state.high(), state.low()};
-  const std::vector<double> mine = sums;
-  communicator->allreduce_sum(sums);
-  const double ranks = communicator->size();
-  CAIRN_CHECK(sums[0] == ranks * mine[0] && sums[1] == ranks * mine[1],
-              "Trainer::enable_data_parallel: the ranks' parameters differ in names, shapes or "
-              "which are trained (rank ",
-              communicator->rank(), " has ", entries_.size(),
-              " parameters); every rank must build the same network");
-  CAIRN_CHECK(sums[2] == ranks * mine[2] && sums[3] == ranks * mine[3],
-              "Trainer::enable_data_parallel: the ranks' optimizer states differ (step counts, "
-              "update counts or slots; rank ",
-              communicator->rank(), " is at step ", steps_,
-              "): resume every rank from the same checkpoint");
+  char layout_hex[17], state_hex[17];
+  std::snprintf(layout_hex, sizeof(layout_hex), "%016llx", (unsigned long long)layout.hash);
+  std::snprintf(state_hex, sizeof(state_hex), "%016llx", (unsigned long long)state.hash);
+  // The library's own quantities first, then the caller's (a name used twice keeps the first).
+  dist::Quantities quantities = {
+      {"parameters (names, shapes, which are trained)",
+       std::to_string(entries_.size()) + " parameters, " + std::to_string(trained) +
+           " trained, fingerprint " + layout_hex},
+      {"optimizer and hyperparameters", exact_description(*optimizer_)},
+      {"trainer steps", std::to_string(steps_)},
+      {"optimizer state (update counts and slots per parameter)",
+       std::string("fingerprint ") + state_hex},
+  };
+  quantities.insert(quantities.end(), must_agree.begin(), must_agree.end());
+  dist::check_ranks_agree(*communicator, quantities,
+                          "Trainer::enable_data_parallel (every rank must build the same network, "
+                          "resume from the same checkpoint and train on the same settings)");
 
   // Rank 0's values everywhere: parameters (constants too: a seeded constant may differ by
   // seed) and whatever optimizer slots exist.

@@ -15,10 +15,16 @@
 // Collectives must be called by every rank in the same order, with tensors of the same size, as
 // with MPI and NCCL themselves. This header carries no MPI or NCCL types: an application includes
 // it without their include paths.
+//
+// No collective waits forever: one that has not completed within collective_timeout() seconds
+// (CAIRN_COLLECTIVE_TIMEOUT_S, else 600, as PyTorch's process groups bound theirs) ends the job
+// through abort_job(), naming the collective, its sequence number and, for each rank, where it
+// was (inside which collective, or not answering at all: stuck, busy outside cairn, or dead).
 #pragma once
 
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "cairn/core/device.h"
@@ -41,6 +47,12 @@ class PendingCollective {
   virtual bool test() = 0;
 };
 
+// Seconds a collective may wait for the other ranks by default.
+constexpr double kDefaultCollectiveTimeoutSeconds = 600;
+// CAIRN_COLLECTIVE_TIMEOUT_S when set (a number of seconds in (0, 1e8]; anything else is a
+// cairn::Error naming the variable), else kDefaultCollectiveTimeoutSeconds.
+double default_collective_timeout();
+
 class Communicator {
  public:
   virtual ~Communicator() = default;
@@ -61,6 +73,20 @@ class Communicator {
   virtual void barrier() = 0;
   // Host values, for metrics (losses, counts) and consistency checks; always over MPI.
   virtual void allreduce_sum(std::vector<double>& values) = 0;
+  // Every rank's `value`, in rank order (the strings may differ in length); over MPI.
+  virtual std::vector<std::string> allgather(const std::string& value) = 0;
+
+  // How long one collective may wait for the others, in seconds (0 < seconds <= 1e8; throws
+  // otherwise). Past it the job ends (abort_job) with a message naming the collective and the
+  // ranks that did not join it. Every rank should use the same value.
+  virtual void set_collective_timeout(double seconds);
+  double collective_timeout() const { return timeout_seconds_; }
+
+ protected:
+  Communicator();  // the timeout from default_collective_timeout()
+
+ private:
+  double timeout_seconds_;
 };
 
 using CommunicatorPtr = std::shared_ptr<Communicator>;
@@ -86,5 +112,16 @@ int launcher_local_rank();
 // calls std::abort(). Meant for a program's top-level catch: a rank that throws while the others
 // wait in a collective would otherwise leave them waiting forever.
 [[noreturn]] void abort_job(const std::string& message);
+
+// Named quantities ("batch size", "8") that every rank must hold equal before training starts.
+using Quantities = std::vector<std::pair<std::string, std::string>>;
+
+// A collective (one allgather): every rank sends its `quantities` and compares all ranks' lists.
+// Where any quantity differs, or a rank lacks one, every rank throws the same cairn::Error, which
+// starts with `who` and lists each such quantity with each rank's value ("steps per epoch: '4' on
+// rank 0; '3' on rank 1"), so that a job whose ranks would compute different things (and deadlock
+// when one runs out of steps first) stops before its first step with the reason. Returns quietly
+// when all agree, and at once in a job of one.
+void check_ranks_agree(Communicator& comm, const Quantities& quantities, const std::string& who);
 
 }  // namespace cairn::dist

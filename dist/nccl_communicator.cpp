@@ -9,7 +9,11 @@
 #include <nccl.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdio>
 #include <mutex>
+#include <string>
+#include <thread>
 #include <vector>
 
 #include "cairn/core/cuda_context.h"
@@ -112,16 +116,24 @@ class NcclCommunicator final : public Communicator {
                            ncclFloat, root, comm_, comm_stream_);
     })->wait();
   }
-  // The host barrier alone would let ranks pass with reductions still queued: drain the stream.
+  // The host barrier alone would let ranks pass with reductions still queued: drain the stream,
+  // polling (not blocking in cudaStreamSynchronize) so that a peer that never comes ends the job
+  // after the collective timeout instead of leaving this rank's GPU spinning forever.
   void barrier() override {
     if (!cuda::is_capturing(device_)) {
-      cuda::synchronize(device_);
-      cuda::DeviceGuard guard(device_);
-      CAIRN_CUDA_CHECK(cudaStreamSynchronize(comm_stream_));
+      join_comm_stream();  // so that draining the compute stream drains collectives too
+      drain("barrier");
     }
     host_->barrier();
   }
   void allreduce_sum(std::vector<double>& values) override { host_->allreduce_sum(values); }
+  std::vector<std::string> allgather(const std::string& value) override {
+    return host_->allgather(value);
+  }
+  void set_collective_timeout(double seconds) override {
+    Communicator::set_collective_timeout(seconds);
+    host_->set_collective_timeout(seconds);
+  }
 
  private:
   cudaStream_t stream() const { return static_cast<cudaStream_t>(cuda::current_stream(device_)); }
@@ -148,6 +160,56 @@ class NcclCommunicator final : public Communicator {
                 ": expected a float32 tensor");
     CAIRN_CHECK(tensor.device() == device_, "nccl ", op, ": this communicator serves ", device_,
                 ", the tensor is on ", tensor.device());
+  }
+  // Waits for everything queued on the stream, watching NCCL's asynchronous error; past the
+  // collective timeout the job ends (abort_job aborts the NCCL communicators first).
+  // The compute stream waits for everything queued on the communication stream so far.
+  void join_comm_stream() const {
+    cuda::DeviceGuard guard(device_);
+    cudaEvent_t event = nullptr;
+    CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    cudaError_t status = cudaEventRecord(event, comm_stream_);
+    if (status == cudaSuccess) status = cudaStreamWaitEvent(stream(), event, 0);
+    cudaEventDestroy(event);
+    CAIRN_CUDA_CHECK(status);
+  }
+  void drain(const char* op) const {
+    cuda::DeviceGuard guard(device_);
+    cudaEvent_t event = nullptr;
+    CAIRN_CUDA_CHECK(cudaEventCreateWithFlags(&event, cudaEventDisableTiming));
+    const cudaError_t recorded = cudaEventRecord(event, stream());
+    if (recorded != cudaSuccess) cudaEventDestroy(event);
+    CAIRN_CUDA_CHECK(recorded);
+    const auto start = std::chrono::steady_clock::now();
+    const auto deadline =
+        start + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                    std::chrono::duration<double>(collective_timeout()));
+    for (;;) {
+      const cudaError_t state = cudaEventQuery(event);
+      if (state == cudaSuccess) break;
+      if (state != cudaErrorNotReady) {
+        cudaEventDestroy(event);
+        CAIRN_CUDA_CHECK(state);
+      }
+      ncclResult_t async = ncclSuccess;
+      ncclCommGetAsyncError(comm_, &async);
+      if (async != ncclSuccess && async != ncclInProgress) {
+        cudaEventDestroy(event);
+        CAIRN_FAIL("nccl ", op, ": asynchronous error ", ncclGetErrorString(async));
+      }
+      if (std::chrono::steady_clock::now() >= deadline) {
+        char seconds[32];
+        std::snprintf(seconds, sizeof(seconds), "%.3g", collective_timeout());
+        abort_job(std::string("nccl ") + op + " on rank " + std::to_string(rank()) +
+                  ": the work queued on " + device_.str() + " (NCCL collectives included) did "
+                  "not complete within " + seconds +
+                  " s (the collective timeout: CAIRN_COLLECTIVE_TIMEOUT_S or "
+                  "Communicator::set_collective_timeout); NCCL cannot say which ranks are "
+                  "missing: the ranks that print no such line are");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(100));
+    }
+    cudaEventDestroy(event);
   }
   // A peer that died shows up here as an asynchronous error rather than a hang.
   void check_async(const char* op) const {

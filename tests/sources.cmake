@@ -45,6 +45,33 @@ if(CAIRN_HAVE_MPI)
                    ${MPIEXEC_NUMPROC_FLAG} 2 -- $<TARGET_FILE:dist_failing_rank>)
   set_tests_properties(dist.failing_rank_ends_the_job PROPERTIES TIMEOUT 90 LABELS "dist;mpi"
                        PROCESSORS 2)
+  # Ranks that disagree on what to compute stop before the first step, each naming the quantity
+  # and each rank's value; a rank that stops joining collectives ends the job at the timeout.
+  add_executable(dist_disagreeing_ranks dist/disagreeing_ranks.cpp)
+  target_link_libraries(dist_disagreeing_ranks PRIVATE cairn::cairn)
+  target_include_directories(dist_disagreeing_ranks PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+  set(agree_head "cairn: rank [01] of 2 failed: Trainer::enable_data_parallel .*the ranks disagree on")
+  set(head_steps ${agree_head})
+  set(head_batch ${agree_head})
+  set(head_schedule ${agree_head})
+  set(head_optimizer ${agree_head})
+  set(head_standardize ${agree_head})
+  set(head_timeout "cairn: rank 0 of 2 failed: mpi start_allreduce_sum \\(collective #[0-9]+ .*did not complete within 2 s.*; missing: rank 1$")
+  set(detail_steps "^  steps per epoch: '4' on rank 0; '3' on rank 1$")
+  set(detail_batch "^  batch size \\(per rank\\): '8' on rank 0; '16' on rank 1$")
+  set(detail_schedule "^  learning-rate schedule: horizon \\(steps\\): '8' on rank 0; '12' on rank 1")
+  set(detail_optimizer "^  optimizer and hyperparameters: 'sgd\\(learning_rate=0.100000001, momentum=0.899999976, weight_decay=0\\)' on rank 0; 'sgd\\(learning_rate=0.200000003,")
+  set(detail_standardize "^  normalisation \\(mean, stddev\\): '0.286000013, 0.352999985' on rank 0; '0, 1' on rank 1")
+  set(detail_timeout "^  rank 1: no answer within 2 s")
+  foreach(mode steps batch schedule optimizer standardize timeout)
+    add_test(NAME dist.disagreeing_ranks_${mode}
+             COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/dist/failure_test.sh
+                     --expect "${head_${mode}}" --expect "${detail_${mode}}"
+                     ${CAIRN_MPIEXEC} ${MPIEXEC_NUMPROC_FLAG} 2 --
+                     $<TARGET_FILE:dist_disagreeing_ranks> ${mode})
+    set_tests_properties(dist.disagreeing_ranks_${mode} PROPERTIES TIMEOUT 90 LABELS "dist;mpi"
+                         PROCESSORS 2 ENVIRONMENT CAIRN_COLLECTIVE_TIMEOUT_S=2)
+  endforeach()
 endif()
 if(CAIRN_HAVE_MPI AND CAIRN_SANITIZE)
   # Open MPI leaves ~120 KB in ~3,300 allocations per process at MPI_Finalize (measured with a
@@ -52,6 +79,9 @@ if(CAIRN_HAVE_MPI AND CAIRN_SANITIZE)
   # so LeakSanitizer cannot even name them for a suppression. Leak checking is off for the MPI
   # jobs; AddressSanitizer's and UBSan's checks of cairn's code stay on.
   set_tests_properties(dist.mpi_np1 dist.mpi_np2 dist.mpi_np3 dist.failing_rank_ends_the_job
+                       dist.disagreeing_ranks_steps dist.disagreeing_ranks_batch
+                       dist.disagreeing_ranks_schedule dist.disagreeing_ranks_optimizer
+                       dist.disagreeing_ranks_standardize dist.disagreeing_ranks_timeout
                        PROPERTIES ENVIRONMENT_MODIFICATION "ASAN_OPTIONS=string_append::detect_leaks=0")
 endif()
 
@@ -62,6 +92,13 @@ if(TARGET train_fashion_mnist)
            COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/samples/train_fashion_mnist_cli_test.sh
                    $<TARGET_FILE:train_fashion_mnist>)
   set_tests_properties(sample.train_fashion_mnist_command_line PROPERTIES TIMEOUT 300)
+  if(CAIRN_HAVE_MPI)
+    add_test(NAME sample.train_fashion_mnist_ranks_disagree
+             COMMAND bash ${CMAKE_CURRENT_SOURCE_DIR}/samples/train_fashion_mnist_mpi_test.sh
+                     $<TARGET_FILE:train_fashion_mnist> ${CAIRN_MPIEXEC})
+    set_tests_properties(sample.train_fashion_mnist_ranks_disagree PROPERTIES TIMEOUT 300
+                         LABELS "dist;mpi" PROCESSORS 2 ENVIRONMENT CAIRN_COLLECTIVE_TIMEOUT_S=20)
+  endif()
 endif()
 
 # The fake CUDA device's own tests: that it refuses what a real device refuses, and the GPU

@@ -47,16 +47,18 @@ inline void shard(cairn::LoaderOptions& options, const cairn::dist::Communicator
   options.shard_remainder = remainder;
 }
 
-// Completes deferred shapes with one unrecorded forward, then broadcasts rank 0's parameters
-// (and state, after a resume) and turns on gradient averaging.
+// Completes deferred shapes with one unrecorded forward, checks that the ranks agree, then
+// broadcasts rank 0's parameters (and state, after a resume) and turns on gradient averaging.
+// `must_agree`: what else the ranks must hold equal (data, schedule, epochs); a difference ends
+// the job before the first step, naming each rank's value.
 inline void start(cairn::Block& net, cairn::Trainer& trainer,
                   const cairn::dist::CommunicatorPtr& comm, int64_t features,
-                  const cairn::Device& device) {
+                  const cairn::Device& device, const cairn::dist::Quantities& must_agree) {
   {
     cairn::autograd::PauseScope no_recording;
     net(cairn::Tensor::zeros({1, features}, device));
   }
-  trainer.enable_data_parallel(comm);
+  trainer.enable_data_parallel(comm, {}, must_agree);
 }
 
 // Sums over the ranks, in place; nothing without a communicator.

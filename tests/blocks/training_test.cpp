@@ -17,6 +17,7 @@
 #include "cairn/blocks/checkpoint.h"
 #include "cairn/blocks/layers.h"
 #include "cairn/blocks/loss.h"
+#include "cairn/blocks/lr_schedule.h"
 #include "cairn/blocks/optimizer.h"
 #include "cairn/blocks/safetensors.h"
 #include "cairn/blocks/trainer.h"
@@ -587,6 +588,116 @@ TEST(Checkpoint, AdamResumesBitForBit) {
   expect_bit_identical_resume(
       [] { return std::make_shared<Adam>(0.01f, 0.85f, 0.99f, 1e-7f, 1e-4f); },
       std::make_shared<Adam>(), "adam");
+}
+
+// ---- Learning-rate schedules: what a checkpoint records so that a resumed run continues the
+// schedule it was trained under. ----
+
+TEST(LearningRateSchedule, CosineIsTheSamplesFormulaBitForBitAndEndsAtItsHorizon) {
+  const float base = 0.1f;
+  const int64_t total = 47;
+  const auto schedule = LearningRateSchedule::cosine(base, total);
+  for (int64_t step = 0; step < total; ++step) {
+    // train_fashion_mnist's formula before schedules were data.
+    const float expected = float(base * 0.5 * (1.0 + std::cos(3.141592653589793 * double(step) /
+                                                              double(total))));
+    ASSERT_EQ(schedule.rate(step), expected) << "step " << step;
+  }
+  EXPECT_EQ(schedule.rate(0), base);
+  EXPECT_EQ(schedule.end_step(), total);
+  expect_error([&] { schedule.rate(total); }, {"past the end", "cosine from 0.1 to 0 over 47"});
+  expect_error([&] { schedule.rate(-1); }, {"before the schedule"});
+}
+
+TEST(LearningRateSchedule, WarmUpRisesLinearlyAndARestartStartsLater) {
+  const auto constant = LearningRateSchedule::constant(0.5f, /*warmup_steps=*/4);
+  EXPECT_EQ(constant.rate(0), 0.125f);
+  EXPECT_EQ(constant.rate(1), 0.25f);
+  EXPECT_EQ(constant.rate(3), 0.5f);
+  EXPECT_EQ(constant.rate(1000000), 0.5f);
+  EXPECT_EQ(constant.end_step(), INT64_MAX);
+  // Warm-up 2 of a 10-step cosine started at step 30: steps 30, 31 warm up, 32..39 decay.
+  const auto restarted = LearningRateSchedule::cosine(0.2f, 10, 2, 30);
+  EXPECT_EQ(restarted.rate(30), 0.1f);
+  EXPECT_EQ(restarted.rate(31), 0.2f);
+  EXPECT_EQ(restarted.rate(32), 0.2f);  // the cosine's first step is its base
+  EXPECT_EQ(restarted.rate(36), float(0.2 * 0.5 * (1.0 + std::cos(3.141592653589793 * 4 / 8))));
+  EXPECT_LT(restarted.rate(39), 0.01f);
+  expect_error([&] { restarted.rate(29); }, {"starts at step 30"});
+  expect_error([&] { restarted.rate(40); }, {"past the end"});
+  EXPECT_EQ(restarted.str(), "cosine from 0.2 to 0 over 10 steps (steps 30 to 39), warm-up 2 steps");
+}
+
+TEST(LearningRateSchedule, RefusesWhatIsNotASchedule) {
+  expect_error([] { LearningRateSchedule::cosine(0.1f, 0); }, {"horizon_steps (0)"});
+  expect_error([] { LearningRateSchedule::cosine(0.1f, 5, 5); }, {"warmup_steps (5)"});
+  expect_error([] { LearningRateSchedule::cosine(-0.1f, 5); }, {"base_rate"});
+  expect_error([] { LearningRateSchedule::constant(NAN); }, {"base_rate"});
+  expect_error([] { LearningRateSchedule::constant(0.1f, -1); }, {"warmup_steps"});
+  expect_error([] { LearningRateSchedule::constant(0.1f, 0, -3); }, {"start_step"});
+  LearningRateSchedule with_horizon;
+  with_horizon.horizon_steps = 10;
+  expect_error([&] { with_horizon.validate(); }, {"constant schedule has no horizon"});
+}
+
+TEST(LearningRateSchedule, MetadataReadsBackToTheBitAndNamesEveryBadEntry) {
+  const float odd_rate = std::nextafter(0.1f, 1.0f);
+  for (const auto& schedule :
+       {LearningRateSchedule::cosine(odd_rate, 60, 3, 12), LearningRateSchedule::constant(1e-3f),
+        LearningRateSchedule::cosine(0.1f, 7)}) {
+    const auto metadata = schedule.metadata();
+    EXPECT_TRUE(LearningRateSchedule::in_metadata(metadata));
+    const auto back = LearningRateSchedule::from_metadata(metadata);
+    EXPECT_TRUE(back == schedule) << back.str() << " vs " << schedule.str();
+    EXPECT_EQ(back.base_rate, schedule.base_rate);
+  }
+  EXPECT_FALSE(LearningRateSchedule::cosine(odd_rate, 60) == LearningRateSchedule::cosine(0.1f, 60));
+  EXPECT_FALSE(LearningRateSchedule::cosine(0.1f, 60) == LearningRateSchedule::cosine(0.1f, 61));
+  EXPECT_FALSE(LearningRateSchedule::in_metadata({{"epoch", "2"}}));
+  auto bad = LearningRateSchedule::cosine(0.1f, 60).metadata();
+  bad["lr_schedule.kind"] = "linear";
+  bad["lr_schedule.base_rate"] = "0.1x";
+  bad["lr_schedule.horizon_steps"] = "-60";
+  bad.erase("lr_schedule.warmup_steps");
+  expect_error([&] { LearningRateSchedule::from_metadata(bad); },
+               {"'lr_schedule.kind': 'linear' is not constant or cosine",
+                "'lr_schedule.base_rate': '0.1x' is not a float",
+                "'lr_schedule.horizon_steps': '-60' is not a whole number",
+                "'lr_schedule.warmup_steps': missing"});
+  auto short_horizon = LearningRateSchedule::cosine(0.1f, 60).metadata();
+  short_horizon["lr_schedule.horizon_steps"] = "0";
+  expect_error([&] { LearningRateSchedule::from_metadata(short_horizon); }, {"horizon_steps (0)"});
+}
+
+TEST(LearningRateSchedule, ACheckpointCarriesItAndAResumedRunTakesTheSameRates) {
+  auto net = small_classifier();
+  init_xavier(*net, kCpu, 1);
+  Trainer trainer(net->collect_params(), std::make_shared<SGD>(0.1f, 0.9f));
+  const auto schedule = LearningRateSchedule::cosine(0.1f, 8, 2);
+  const std::vector<Batch> batches = fixed_batches();
+  auto scheduled_steps = [&](Block& block, Trainer& t, int first, int count) {
+    for (int step = first; step < first + count; ++step) {
+      t.set_learning_rate(schedule.rate(step));
+      train_steps(block, t, batches, step, 1);
+    }
+  };
+  scheduled_steps(*net, trainer, 0, 3);
+  const std::string path = temp_path("schedule");
+  auto metadata = schedule.metadata();
+  metadata["epoch"] = "1";
+  save_checkpoint(path, *net, trainer, metadata);
+  scheduled_steps(*net, trainer, 3, 5);
+  const auto expected = parameter_bits(*net);
+
+  auto resumed = small_classifier();
+  init_xavier(*resumed, kCpu, 7);
+  Trainer resumed_trainer(resumed->collect_params(), std::make_shared<SGD>(0.1f, 0.9f));
+  const auto loaded = load_checkpoint(path, *resumed, resumed_trainer, kCpu);
+  const auto recorded = LearningRateSchedule::from_metadata(loaded);
+  EXPECT_TRUE(recorded == schedule) << recorded.str();
+  scheduled_steps(*resumed, resumed_trainer, 3, 5);
+  EXPECT_EQ(parameter_bits(*resumed), expected);
+  std::remove(path.c_str());
 }
 
 TEST(Checkpoint, HoldsParametersSlotsAndMetadataUnderDocumentedNames) {

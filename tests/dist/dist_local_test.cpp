@@ -2,6 +2,9 @@
 // a loader's epochs, the reducer's buckets, and a job of one that trains exactly like no job.
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdlib>
+
 #include <algorithm>
 #include <set>
 #include <string>
@@ -224,6 +227,68 @@ TEST(Communicator, SaysWhichBackendsWereBuilt) {
   Tensor t = Tensor::full({3}, 2.0f, kCpu);
   single->allreduce_sum(t);
   EXPECT_EQ(t.to_vector(), std::vector<float>(3, 2.0f));
+}
+
+TEST(CollectiveTimeout, ComesFromTheEnvironmentOrTheDefaultAndRefusesNonsense) {
+  const char* saved = std::getenv("CAIRN_COLLECTIVE_TIMEOUT_S");
+  const std::string restore = saved != nullptr ? saved : "";
+  unsetenv("CAIRN_COLLECTIVE_TIMEOUT_S");
+  EXPECT_EQ(dist::default_collective_timeout(), dist::kDefaultCollectiveTimeoutSeconds);
+  EXPECT_EQ(dist::kDefaultCollectiveTimeoutSeconds, 600);
+  EXPECT_EQ(dist::single_process_communicator()->collective_timeout(), 600);
+  setenv("CAIRN_COLLECTIVE_TIMEOUT_S", "2.5", 1);
+  EXPECT_EQ(dist::default_collective_timeout(), 2.5);
+  EXPECT_EQ(dist::single_process_communicator()->collective_timeout(), 2.5);
+  for (const char* bad : {"", "0", "-3", "abc", "5s", "nan", "inf", "1e9", " 4"}) {
+    setenv("CAIRN_COLLECTIVE_TIMEOUT_S", bad, 1);
+    testing::expect_error([] { dist::default_collective_timeout(); },
+                          {"CAIRN_COLLECTIVE_TIMEOUT_S", "seconds"});
+    // A communicator is not made with a timeout nobody chose.
+    testing::expect_error([] { dist::single_process_communicator(); },
+                          {"CAIRN_COLLECTIVE_TIMEOUT_S"});
+  }
+  if (saved != nullptr) {
+    setenv("CAIRN_COLLECTIVE_TIMEOUT_S", restore.c_str(), 1);
+  } else {
+    unsetenv("CAIRN_COLLECTIVE_TIMEOUT_S");
+  }
+  const auto comm = dist::single_process_communicator();
+  comm->set_collective_timeout(0.25);
+  EXPECT_EQ(comm->collective_timeout(), 0.25);
+  for (const double bad : {0.0, -1.0, 2e8, std::nan(""), double(INFINITY)}) {
+    testing::expect_error([&] { comm->set_collective_timeout(bad); },
+                          {"set_collective_timeout"});
+  }
+  EXPECT_EQ(comm->collective_timeout(), 0.25);
+}
+
+TEST(RanksAgree, AJobOfOneAgreesWithItselfAndGathersItsOwnValue) {
+  const auto comm = dist::single_process_communicator();
+  EXPECT_EQ(comm->allgather("abc"), std::vector<std::string>{"abc"});
+  dist::check_ranks_agree(*comm, {{"batch size", "8"}}, "test");
+}
+
+TEST(RanksAgree, DataParallelQuantitiesNameWhatTheLoaderComputes) {
+  LoaderOptions options;
+  options.batch_size = 8;
+  options.seed = 7;
+  options.shards = 2;
+  options.shard = 1;
+  DataLoader loader(testing::numbered_images(36), options, kCpu);
+  const dist::Quantities quantities = data_parallel_quantities(loader);
+  auto value = [&](const std::string& name) {
+    for (const auto& [key, text] : quantities) {
+      if (key == name) return text;
+    }
+    return std::string("<none>");
+  };
+  EXPECT_EQ(value("training samples"), "36");
+  EXPECT_EQ(value("shards"), "2");
+  EXPECT_EQ(value("batch size (per rank)"), "8");
+  EXPECT_EQ(value("samples per epoch (per rank)"), "18");
+  EXPECT_EQ(value("steps per epoch"), "3");
+  EXPECT_EQ(value("shuffle"), "seed 7");
+  EXPECT_EQ(value("normalisation (mean, stddev)"), "0, 1");
 }
 
 }  // namespace

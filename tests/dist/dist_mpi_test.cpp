@@ -7,10 +7,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "cairn/blocks/checkpoint.h"
@@ -275,6 +277,81 @@ TEST(DataParallelSetup, RefusesDeferredParameters) {
   // Fails on every rank before any collective.
   testing::expect_error([&] { trainer.enable_data_parallel(world()); },
                         {"enable_data_parallel", "0.weight", "run one forward pass first"});
+}
+
+// ---- Agreement and timeouts. A mismatch throws on every rank alike, so these run in-process:
+// the job goes on, its collectives still matched. ----
+
+TEST(MpiCommunicator, AllgatherGivesEveryRanksStringInRankOrder) {
+  const auto& comm = world();
+  // Lengths differ by rank; rank 0's is empty.
+  const std::vector<std::string> all = comm->allgather(std::string(size_t(comm->rank()), 'x') +
+                                                        (comm->rank() ? "!" : ""));
+  ASSERT_EQ(all.size(), size_t(comm->size()));
+  for (int r = 0; r < comm->size(); ++r) {
+    EXPECT_EQ(all[size_t(r)], std::string(size_t(r), 'x') + (r ? "!" : "")) << r;
+  }
+}
+
+TEST(RanksAgree, EveryRankNamesEachDifferingQuantityWithEachRanksValue) {
+  const auto& comm = world();
+  dist::check_ranks_agree(*comm, {{"batch size", "8"}, {"steps per epoch", "4"}}, "test");
+  if (comm->size() == 1) GTEST_SKIP() << "one rank always agrees with itself";
+  const std::string steps = comm->rank() == 1 ? "3" : "4";
+  dist::Quantities mine = {{"batch size", "8"}, {"steps per epoch", steps}};
+  if (comm->rank() == 0) mine.emplace_back("warm-up", "0");
+  testing::expect_error([&] { dist::check_ranks_agree(*comm, mine, "the check"); },
+                        {"the check: the ranks disagree on 2 quantities",
+                         "steps per epoch: '4' on rank", "'3' on rank 1",
+                         "warm-up: '0' on rank 0; nothing on rank"});
+  // Still in step: a collective after the refusal matches on every rank.
+  std::vector<double> one = {1.0};
+  comm->allreduce_sum(one);
+  EXPECT_EQ(one[0], double(comm->size()));
+}
+
+TEST(RanksAgree, EnableDataParallelRefusesRanksThatWouldTakeDifferentSteps) {
+  const auto& comm = world();
+  if (comm->size() == 1) GTEST_SKIP() << "needs 2 or more ranks";
+  // Rank 1 with fewer samples (a smaller --limit): fewer steps per epoch. Without the check the
+  // job would deadlock at the end of rank 1's epoch.
+  auto net = testing::small_mlp();
+  net->initialize(init::xavier(), Device::cpu(), 0);
+  Trainer trainer(net->collect_params(), testing::make_optimizer("sgd"));
+  LoaderOptions options;
+  options.batch_size = 4;
+  options.shards = comm->size();
+  options.shard = comm->rank();
+  const int64_t samples = comm->rank() == 1 ? 16 * comm->size() : 24 * comm->size();
+  DataLoader loader(testing::numbered_images(samples), options, Device::cpu());
+  testing::expect_error(
+      [&] { trainer.enable_data_parallel(comm, {}, data_parallel_quantities(loader)); },
+      {"enable_data_parallel", "steps per epoch: '6' on rank", "'4' on rank 1",
+       "training samples"});
+  EXPECT_FALSE(trainer.data_parallel());
+  // The library's own quantities: a different optimizer hyperparameter on one rank.
+  Trainer other(net->collect_params(),
+                std::make_shared<SGD>(comm->rank() == 1 ? 0.2f : 0.1f, 0.9f));
+  testing::expect_error([&] { other.enable_data_parallel(comm); },
+                        {"optimizer and hyperparameters", "learning_rate=0.200000003"});
+  EXPECT_FALSE(other.data_parallel());
+  comm->barrier();
+}
+
+TEST(CollectiveTimeout, AShortTimeoutLetsCollectivesThatCompleteThrough) {
+  const auto& comm = world();
+  const double saved = comm->collective_timeout();
+  comm->set_collective_timeout(5);
+  // Rank 0 comes 200 ms late to a barrier and a reduction: the others wait, well within 5 s.
+  if (comm->rank() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  comm->barrier();
+  Tensor t = Tensor::full({10}, 1.0f, Device::cpu());
+  auto pending = comm->start_allreduce_sum(t);
+  if (comm->rank() == 0) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  pending->wait();
+  EXPECT_EQ(t.to_vector(), std::vector<float>(10, float(comm->size())));
+  comm->set_collective_timeout(saved);
+  testing::expect_error([&] { comm->set_collective_timeout(0); }, {"set_collective_timeout"});
 }
 
 // ---- GPU: NCCL. One GPU per rank; skipped otherwise, saying how many are needed. ----

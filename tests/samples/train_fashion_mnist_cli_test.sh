@@ -2,8 +2,11 @@
 # The sample's command line, table-driven: every bad line must exit with status 2 and a message
 # naming the flag, before any data is loaded (so no data set is needed: --data points at an empty
 # directory, which would fail later and differently). Then, on a tiny generated data set, the
-# checkpoint checks that need a real run: resuming past --epochs, and a checkpoint whose "epoch"
-# entry is missing or not a number.
+# checkpoint checks that need a real run: a run stopped and resumed ends bit for bit where the
+# uninterrupted run ends (cosine and constant schedules, and a constant one resumed with a longer
+# --epochs); every setting that changes what training computes, given on resume with another
+# value, is refused naming its flag (a cosine schedule's --epochs among them, unless
+# --restart-schedule); resuming past --epochs; a checkpoint whose entries are missing or garbled.
 #
 #   train_fashion_mnist_cli_test.sh <path to train_fashion_mnist>
 set -uo pipefail
@@ -65,6 +68,11 @@ bad_lines=(
   "--optimizer|--optimizer rmsprop"
   "--init|--init zeros"
   "--lr-schedule|--lr-schedule linear"
+  "--warmup-steps|--warmup-steps -1"
+  "--warmup-steps|--warmup-steps 1.5"
+  "--stop-after|--stop-after 0"
+  "--stop-after|--stop-after 3 --epochs 2"
+  "--restart-schedule|--restart-schedule"
   "--resume|--resume $work/does-not-exist.safetensors"
   "--data|--data $work/does-not-exist"
   "--epochs|--epochs"
@@ -80,7 +88,8 @@ done
 
 # --help lists every option and exits 0.
 for flag in --epochs --batch-size --optimizer --lr --depth --width --device --seed --data --out \
-    --resume --limit --init --no-standardize --lr-schedule; do
+    --resume --limit --init --no-standardize --lr-schedule --warmup-steps --stop-after \
+    --restart-schedule "What --resume keeps" CAIRN_COLLECTIVE_TIMEOUT_S; do
   expect 0 "$flag" --help
 done
 
@@ -103,21 +112,101 @@ labels 12 >"$work/data/train-labels-idx1-ubyte"
 images 4 >"$work/data/t10k-images-idx3-ubyte"
 labels 4 >"$work/data/t10k-labels-idx1-ubyte"
 run=(--data "$work/data" --out "$work/run" --device cpu --batch-size 4 --width 8)
-expect 0 "wrote" "${run[@]}" --epochs 1
 checkpoint="$work/run/checkpoint.safetensors"
-if [[ -f "$checkpoint" ]]; then
-  expect 2 "nothing is left to train" "${run[@]}" --epochs 1 --resume "$checkpoint"
-  expect 0 "resumed from" "${run[@]}" --epochs 2 --resume "$checkpoint"
-  # The same checkpoint with its "epoch" entry made unreadable (same length, so the header stays
-  # valid), and with the entry renamed away.
-  sed 's/"epoch":"2"/"epoch":"x"/' "$checkpoint" >"$work/bad_epoch.safetensors"
-  sed 's/"epoch":"2"/"epoxh":"2"/' "$checkpoint" >"$work/no_epoch.safetensors"
-  expect 1 "is not an epoch number" "${run[@]}" --epochs 3 --resume "$work/bad_epoch.safetensors"
-  expect 1 "has no \"epoch\" entry" "${run[@]}" --epochs 3 --resume "$work/no_epoch.safetensors"
-else
-  echo "FAIL: the tiny run wrote no checkpoint"
+# same_checkpoint <a> <b> <what>: the two runs ended with the same bytes (parameters, optimizer
+# state, counts, schedule and settings).
+same_checkpoint() {
+  if ! cmp -s "$1" "$2"; then
+    echo "FAIL: $3: the checkpoints differ"
+    failures=$((failures + 1))
+  fi
+}
+# Uninterrupted references, 4 epochs each.
+expect 0 "wrote" "${run[@]}" --epochs 4
+cp "$checkpoint" "$work/cosine4.safetensors"
+expect 0 "wrote" "${run[@]}" --epochs 4 --lr-schedule constant
+cp "$checkpoint" "$work/constant4.safetensors"
+
+# Cosine over 4 epochs, stopped after 2, resumed without repeating the settings: exact.
+expect 0 "wrote" "${run[@]}" --epochs 4 --stop-after 2
+cp "$checkpoint" "$work/cosine2of4.safetensors"
+expect 0 "continuing its cosine" --data "$work/data" --out "$work/run" --device cpu \
+  --resume "$work/cosine2of4.safetensors"
+same_checkpoint "$checkpoint" "$work/cosine4.safetensors" "cosine 2 of 4 epochs, resumed"
+# The same with every setting repeated on the command line: exact too.
+expect 0 "continuing its cosine" "${run[@]}" --epochs 4 --lr 0.1 --lr-schedule cosine \
+  --optimizer sgd --seed 0 --depth 1 --resume "$work/cosine2of4.safetensors"
+same_checkpoint "$checkpoint" "$work/cosine4.safetensors" "cosine resumed, settings repeated"
+
+# The case: a finished 2-epoch cosine run resumed with --epochs 4 is refused, naming
+# --epochs and the flag that accepts it; --restart-schedule then trains a new schedule.
+expect 0 "wrote" "${run[@]}" --epochs 2
+cp "$checkpoint" "$work/cosine2.safetensors"
+expect 2 "--restart-schedule" "${run[@]}" --epochs 4 --resume "$work/cosine2.safetensors"
+expect 2 "--epochs" "${run[@]}" --epochs 4 --resume "$work/cosine2.safetensors"
+expect 2 "--epochs: 3 epochs" "${run[@]}" --epochs 3 --resume "$work/cosine2of4.safetensors"
+expect 2 "nothing is left to train" "${run[@]}" --resume "$work/cosine2.safetensors"
+expect 0 "with a new schedule: cosine from 0.1 to 0 over 6 steps (steps 6 to 11)" "${run[@]}" \
+  --epochs 4 --restart-schedule --resume "$work/cosine2.safetensors"
+cp "$checkpoint" "$work/restarted.safetensors"
+if cmp -s "$work/restarted.safetensors" "$work/cosine4.safetensors"; then
+  echo "FAIL: the restarted schedule trained exactly the uninterrupted 4-epoch cosine run"
   failures=$((failures + 1))
 fi
+# A restarted schedule is recorded: stopped and resumed, it too ends exactly.
+expect 0 "wrote" "${run[@]}" --epochs 4 --stop-after 3 --restart-schedule \
+  --resume "$work/cosine2.safetensors"
+expect 0 "continuing its cosine from 0.1 to 0 over 6 steps (steps 6 to 11)" "${run[@]}" \
+  --resume "$checkpoint"
+same_checkpoint "$checkpoint" "$work/restarted.safetensors" "restarted schedule, resumed"
+
+# Constant: a longer --epochs is the same schedule, so it is taken, and exact.
+expect 0 "wrote" "${run[@]}" --epochs 2 --lr-schedule constant
+cp "$checkpoint" "$work/constant2.safetensors"
+expect 0 "continuing its constant" "${run[@]}" --epochs 4 --resume "$work/constant2.safetensors"
+same_checkpoint "$checkpoint" "$work/constant4.safetensors" "constant 2 epochs, resumed to 4"
+
+# Every setting that changes what training computes, given with another value: refused.
+two_of_four="$work/cosine2of4.safetensors"
+base=(--data "$work/data" --out "$work/run" --device cpu)
+expect 2 "--batch-size: '2' differs from the '4'" "${base[@]}" --batch-size 2 --resume "$two_of_four"
+expect 2 "--width" "${base[@]}" --width 16 --resume "$two_of_four"
+expect 2 "--depth" "${base[@]}" --depth 2 --resume "$two_of_four"
+expect 2 "--optimizer" "${base[@]}" --optimizer adam --resume "$two_of_four"
+expect 2 "--no-standardize" "${base[@]}" --no-standardize --resume "$two_of_four"
+expect 2 "--no-standardize" "${base[@]}" --book --resume "$two_of_four"
+expect 2 "--seed" "${base[@]}" --seed 1 --resume "$two_of_four"
+expect 2 "--limit" "${base[@]}" --limit 8 --resume "$two_of_four"
+expect 2 "--lr: '0.05' differs" "${base[@]}" --lr 0.05 --resume "$two_of_four"
+expect 2 "--lr-schedule" "${base[@]}" --lr-schedule constant --resume "$two_of_four"
+expect 2 "--warmup-steps" "${base[@]}" --warmup-steps 2 --resume "$two_of_four"
+expect 2 "--stop-after" "${base[@]}" --stop-after 1 --resume "$two_of_four"
+# Other data of another size.
+mkdir -p "$work/data16"
+images 16 >"$work/data16/train-images-idx3-ubyte"
+labels 16 >"$work/data16/train-labels-idx1-ubyte"
+cp "$work/data/t10k-"* "$work/data16/"
+expect 2 "--data" --data "$work/data16" --out "$work/run" --device cpu --resume "$two_of_four"
+
+# Warm-up: recorded, and a warm-up as long as the run is refused.
+expect 0 "wrote" "${run[@]}" --epochs 2 --warmup-steps 2
+expect 0 "learning rate: cosine from 0.1 to 0 over 6 steps (steps 0 to 5), warm-up 2 steps" \
+  "${run[@]}" --epochs 2 --stop-after 1 --warmup-steps 2
+expect 0 "continuing its cosine from 0.1 to 0 over 6 steps (steps 0 to 5), warm-up 2 steps" \
+  "${run[@]}" --resume "$checkpoint"
+expect 2 "--warmup-steps" "${run[@]}" --epochs 1 --warmup-steps 3
+
+# Garbled checkpoints (same lengths, so the header stays valid): the "epoch" entry unreadable or
+# renamed away, a setting renamed away (a checkpoint of an older train_fashion_mnist).
+sed 's/"epoch":"2"/"epoch":"x"/' "$two_of_four" >"$work/bad_epoch.safetensors"
+sed 's/"epoch":"2"/"epoxh":"2"/' "$two_of_four" >"$work/no_epoch.safetensors"
+sed 's/"run.batch_size"/"run.batch_sizx"/' "$two_of_four" >"$work/old.safetensors"
+sed 's/"lr_schedule.kind":"cosine"/"lr_schedule.kind":"cosinx"/' "$two_of_four" \
+  >"$work/bad_kind.safetensors"
+expect 1 "is not an epoch number" "${run[@]}" --resume "$work/bad_epoch.safetensors"
+expect 1 "has no \"epoch\" entry" "${run[@]}" --resume "$work/no_epoch.safetensors"
+expect 1 "written by an older train_fashion_mnist" "${run[@]}" --resume "$work/old.safetensors"
+expect 1 "lr_schedule.kind" "${run[@]}" --resume "$work/bad_kind.safetensors"
 
 if ((failures > 0)); then
   echo "$failures command-line checks failed"
