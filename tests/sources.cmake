@@ -84,6 +84,12 @@ if(CAIRN_HAVE_MPI AND CAIRN_SANITIZE)
                        dist.disagreeing_ranks_standardize dist.disagreeing_ranks_timeout
                        PROPERTIES ENVIRONMENT_MODIFICATION "ASAN_OPTIONS=string_append::detect_leaks=0")
 endif()
+if(CAIRN_HAVE_MPI AND CAIRN_FAKE_CUDA)
+  # NCCL wants one GPU per rank: on the fake device each process gets three, so that rank r
+  # reduces on cuda:r (the device != 0 paths run too) through the fake NCCL's sockets.
+  set_tests_properties(dist.mpi_np1 dist.mpi_np2 dist.mpi_np3 PROPERTIES
+                       ENVIRONMENT CAIRN_FAKE_CUDA_DEVICES=3)
+endif()
 
 # The sample's command line: every bad value refused with exit status 2, naming the flag, before
 # any data is loaded (no data set needed).

@@ -5,9 +5,13 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <memory>
+#include <string>
 #include <thread>
 #include <vector>
 
+#include "cairn/core/allocator.h"
+#include "cairn/core/cuda_graph.h"
 #include "support/test_support.h"
 
 namespace cairn {
@@ -85,6 +89,113 @@ TEST_F(StreamsTest, StreamsDestroyedAndRecreatedBetweenGuardsComputeCorrectly) {
     }
     ASSERT_EQ(cudaStreamDestroy(stream), cudaSuccess);
   }
+}
+
+// Finding G: the last StreamGuard on a stream ended while that stream was being captured. No event
+// can be recorded there then; the next guard must neither wait on a missing event nor drop the
+// stream's cached blocks (which the error path used to do).
+TEST_F(StreamsTest, TheLastGuardEndingDuringACaptureKeepsTheStreamsBlocks) {
+  const Device gpu = Device::cuda(0);
+  CachingAllocator& allocator = cuda_allocator(0);
+  cudaStream_t stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  {
+    cuda::StreamGuard guard(gpu, stream);
+    Tensor::zeros({4099}, gpu);  // a block cached for this stream
+    ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeRelaxed), cudaSuccess);
+  }  // the last guard ends mid-capture
+  cudaGraph_t graph = nullptr;
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  ASSERT_EQ(cudaGraphDestroy(graph), cudaSuccess);
+  const AllocatorStats before = allocator.stats();
+  {
+    cuda::StreamGuard guard(gpu, stream);
+    const Tensor again = Tensor::zeros({4099}, gpu);
+    cuda::synchronize(gpu);
+  }
+  const AllocatorStats after = allocator.stats();
+  EXPECT_EQ(after.raw_allocations, before.raw_allocations) << "the cached block was dropped";
+  EXPECT_EQ(after.cache_hits, before.cache_hits + 1);
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
+  ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamDestroy(stream), cudaSuccess);
+}
+
+// Finding D: a graph captured on one stream and replayed on another, while eager cuBLAS calls run
+// on the capture stream. The graph's cuBLAS calls have a workspace of their own, so the two never
+// share one (ThreadSanitizer on the fake device reports a shared one as a race).
+TEST_F(StreamsTest, AReplayElsewhereAndEagerCublasOnTheCaptureStreamShareNoWorkspace) {
+  const Device gpu = Device::cuda(0);
+  const Tensor x = testing::random_tensor({64, 96}, 41, gpu);
+  const Tensor w = testing::random_tensor({80, 96}, 42, gpu);
+  const std::vector<float> expected =
+      ops::matmul(x, w, ops::Transpose::kNo, ops::Transpose::kYes).to_vector();
+  cudaStream_t capture_stream = nullptr, replay_stream = nullptr;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&capture_stream, cudaStreamNonBlocking), cudaSuccess);
+  ASSERT_EQ(cudaStreamCreateWithFlags(&replay_stream, cudaStreamNonBlocking), cudaSuccess);
+  cuda::synchronize(gpu);
+  {
+    cuda::StreamGuard on_capture(gpu, capture_stream);
+    Tensor captured_out;
+    auto graph = cuda::Graph::capture(gpu, [&] {
+      captured_out = ops::matmul(x, w, ops::Transpose::kNo, ops::Transpose::kYes);
+    });
+    std::vector<float> eager_result;
+    std::thread replayer([&] {
+      cuda::StreamGuard on_replay(gpu, replay_stream);
+      for (int i = 0; i < 10; ++i) graph->replay();
+      graph->synchronize();
+    });
+    for (int i = 0; i < 10; ++i) {
+      eager_result = ops::matmul(x, w, ops::Transpose::kNo, ops::Transpose::kYes).to_vector();
+    }
+    replayer.join();
+    EXPECT_EQ(eager_result, expected);
+    EXPECT_EQ(captured_out.to_vector(), expected);
+  }
+  ASSERT_EQ(cudaStreamDestroy(capture_stream), cudaSuccess);
+  ASSERT_EQ(cudaStreamDestroy(replay_stream), cudaSuccess);
+}
+
+// Finding E: a graph destroyed on one thread while another thread captures. ~Graph used to
+// synchronise the whole device and free its pool at once, both of which break (or are refused
+// during) the other thread's capture.
+TEST_F(StreamsTest, DestroyingAGraphDoesNotBreakAnotherThreadsCapture) {
+  const Device gpu = Device::cuda(0);
+  const Tensor x = testing::random_tensor({32, 32}, 43, gpu);
+  std::unique_ptr<cuda::Graph> old_graph =
+      cuda::Graph::capture(gpu, [&] { ops::relu(ops::add_scalar(x, 1.0f)); });
+  old_graph->replay();
+  std::atomic<bool> capturing{false}, destroyed{false};
+  std::string capture_error;
+  std::thread capturer([&] {
+    cudaStream_t stream = nullptr;
+    if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) return;
+    {
+      cuda::StreamGuard guard(gpu, stream);
+      try {
+        auto graph = cuda::Graph::capture(gpu, [&] {
+          Tensor y = ops::relu(x);
+          capturing.store(true);
+          while (!destroyed.load()) std::this_thread::yield();
+          y = ops::add_scalar(y, 2.0f);
+        });
+        graph->replay();
+        graph->synchronize();
+      } catch (const std::exception& error) {
+        capture_error = error.what();
+        capturing.store(true);
+      }
+    }
+    cudaStreamSynchronize(stream);
+    cudaStreamDestroy(stream);
+  });
+  while (!capturing.load()) std::this_thread::yield();
+  old_graph.reset();  // while the other thread is inside its capture
+  destroyed.store(true);
+  capturer.join();
+  EXPECT_EQ(capture_error, "") << "the other thread's capture broke";
+  EXPECT_EQ(cudaGetLastError(), cudaSuccess);
 }
 
 }  // namespace

@@ -169,5 +169,43 @@ TEST_F(CudaTensorTest, WrapRejectsHostPointersForTheGpu) {
                {"Tensor::wrap", "not device memory"});
 }
 
+TEST_F(CudaTensorTest, WrapRejectsDevicePointersForTheCpuAndShapesLargerThanTheBuffer) {
+  void* device = nullptr;
+  ASSERT_EQ(cudaMalloc(&device, 16 * sizeof(float)), cudaSuccess);
+  expect_error([&] { Tensor::wrap(device, {4}, Device::cpu()); },
+               {"Tensor::wrap", "device memory of cuda:0", "cpu"});
+  expect_error([&] { Tensor::wrap(device, {5, 4}, Device::cuda(0), DType::kFloat32, 64); },
+               {"Tensor::wrap", "80 bytes", "holds 64"});
+  const Tensor fits = Tensor::wrap(device, {4, 4}, Device::cuda(0), DType::kFloat32, 64);
+  EXPECT_EQ(fits.numel(), 16);
+  void* pinned = nullptr;
+  ASSERT_EQ(cudaMallocHost(&pinned, 16), cudaSuccess);
+  EXPECT_EQ(Tensor::wrap(pinned, {4}, Device::cpu()).numel(), 4);  // pinned host memory is host
+  expect_error([&] { Tensor::wrap(pinned, {4}, Device::cuda(0)); },
+               {"Tensor::wrap", "pinned host memory"});
+  EXPECT_EQ(cudaFreeHost(pinned), cudaSuccess);
+  EXPECT_EQ(cudaFree(device), cudaSuccess);
+}
+
+// Finding C: a peer copy from a temporary. The copy runs on the destination's stream; the
+// source's block goes back to its own stream's free list as soon as the temporary dies, and the
+// next allocation there overwrites it. The source stream must wait for the copy first.
+TEST_F(CudaTensorTest, MultiGpuPeerCopyOfATemporaryReadsItBeforeItsBlockIsReused) {
+  if (cuda_device_count() < 2) GTEST_SKIP() << "needs two GPUs";
+  const Device first = Device::cuda(0), second = Device::cuda(1);
+  for (int round = 0; round < 20; ++round) {
+    Tensor copy;
+    {
+      const Tensor temporary = Tensor::full({1 << 16}, float(round), first);
+      copy = temporary.to(second);
+    }
+    const Tensor reuse = Tensor::full({1 << 16}, -1.0f, first);  // most likely the same block
+    const std::vector<float> values = copy.to_vector();
+    ASSERT_EQ(values.front(), float(round)) << "round " << round;
+    ASSERT_EQ(values.back(), float(round)) << "round " << round;
+    EXPECT_EQ(reuse.to_vector().front(), -1.0f);
+  }
+}
+
 }  // namespace
 }  // namespace cairn
