@@ -4,8 +4,8 @@
 // What it models:
 // - A handle is a heap object found through a registry, so a destroyed or garbage handle returns
 //   CUBLAS_STATUS_NOT_INITIALIZED instead of being dereferenced. Handle state is guarded by one
-//   mutex (cuBLAS itself says a handle must not be used from two threads at once; the fake just
-//   refuses to be the thing that races).
+//   mutex: cuBLAS may be called "from multiple host threads, even with the same handle", and a
+//   configuration change then affects every thread's later calls, which is the caller's to order.
 // - cublasSgemm: column-major, op(A) m x k, op(B) k x n, C m x n; the documented refusals
 //   ("If m, n, k < 0 or if transa, transb != CUBLAS_OP_N, CUBLAS_OP_C, CUBLAS_OP_T or if
 //   lda < max(1, m) if transa == CUBLAS_OP_N and lda < max(1, k) otherwise or if ldb < max(1, k)
@@ -14,18 +14,20 @@
 //   rounded once. beta == 0 means C is not read ("If beta==0, C does not have to be a valid
 //   input"); k == 0 or alpha == 0 means C = beta * C, as the reference BLAS defines it.
 // - Host pointer mode: alpha and beta are read when the call is made (so a captured graph
-//   replays the values of the capture). Device pointer mode: read from device memory when the
-//   queued work runs.
+//   replays the values of the capture); device memory there is refused (INVALID_VALUE), as real
+//   cuBLAS would dereference it on the host. Device pointer mode: read from device memory when
+//   the queued work runs.
 // - Every range the GEMM touches (A, B, C exactly as lda/ldb/ldc and the op sizes imply, device
 //   scalars, the workspace) must lie inside one live cudaMalloc allocation: otherwise the call
 //   returns CUBLAS_STATUS_EXECUTION_FAILED with nothing queued (a GPU would fault, or corrupt
 //   memory silently). The ranges are checked again when the work runs.
 // - The workspace set by cublasSetWorkspace must be 256-byte aligned ("The workspace pointer has
 //   to be aligned to at least 256 bytes, otherwise CUBLAS_STATUS_INVALID_VALUE error is
-//   returned"), and each GEMM writes its first bytes when it runs, as cuBLAS does use it: two
-//   GEMMs sharing one workspace on two unordered streams are a data race under ThreadSanitizer,
-//   as on a GPU. cublasSetStream "unconditionally resets the cuBLAS library workspace back to the
-//   default workspace pool".
+//   returned"), and each GEMM writes its first 256 bytes when it starts and when it ends, as
+//   cuBLAS does use it: two GEMMs sharing one workspace on two unordered streams are a data race
+//   under ThreadSanitizer, as on a GPU. A NULL workspace of nonzero size is refused too.
+//   cublasSetStream "unconditionally resets the cuBLAS library workspace back to the default
+//   workspace pool".
 // What it does not model: the default workspace pool itself (cuBLAS's own memory, per stream, so
 // nothing of the caller's can race on it; the fake touches nothing for it), minimum workspace
 // sizes (any workspace, even none, is enough here), TF32 rounding under CUBLAS_TF32_TENSOR_OP_MATH
@@ -82,12 +84,9 @@ Registry& registry() {
 
 std::atomic<int64_t> g_sgemm_count{0};
 
-void report(const char* what, const std::string& message) {
-  std::fprintf(stderr, "fake cuBLAS: %s: %s\n", what, message.c_str());
-}
-
+// Says why on stderr (real cuBLAS says nothing unless logging is on; a test needs to know).
 cublasStatus_t refuse(cublasStatus_t status, const char* what, const std::string& message) {
-  report(what, message);
+  std::fprintf(stderr, "fake cuBLAS: %s: %s\n", what, message.c_str());
   return status;
 }
 
@@ -157,8 +156,8 @@ cublasStatus_t check_gemm_arguments(int transa, int transb, int m, int n, int k,
   }
   if (!valid_op(transa) || !valid_op(transb)) {
     return refuse(invalid, kWhat,
-                  "transa, transb = " + std::to_string(int(transa)) + ", " +
-                      std::to_string(int(transb)) + ": each must be CUBLAS_OP_N, _T or _C");
+                  "transa, transb = " + std::to_string(transa) + ", " + std::to_string(transb) +
+                      ": each must be CUBLAS_OP_N, _T or _C");
   }
   const bool a_plain = transa == CUBLAS_OP_N, b_plain = transb == CUBLAS_OP_N;
   const int a_rows = a_plain ? m : k, b_rows = b_plain ? k : n;
@@ -196,9 +195,13 @@ struct GemmJob {
 
 // What cuBLAS's kernels do to their workspace: written when the GEMM starts and again when it
 // ends, with no lock taken in between, so that two GEMMs sharing it whose runs overlap are
-// unordered for ThreadSanitizer however the runtime's own mutexes order the rest.
+// unordered for ThreadSanitizer however the runtime's own mutexes order the rest. Through a
+// volatile pointer: GCC expands a memset of bounded size inline (rep stos), which ThreadSanitizer
+// does not see, and then the race would go unreported.
+void* (*volatile const g_write_bytes)(void*, int, size_t) = std::memset;
+
 void scribble(void* workspace, size_t bytes) {
-  if (workspace != nullptr) std::memset(workspace, 0x5A, std::min<size_t>(bytes, 256));
+  if (workspace != nullptr) g_write_bytes(workspace, 0x5A, std::min<size_t>(bytes, 256));
 }
 
 void run_gemm(const GemmJob& job) {
@@ -258,6 +261,7 @@ cublasStatus_t sgemm(cublasHandle_t handle, int transa, int transb, int m, int n
       check_gemm_arguments(transa, transb, m, n, k, alpha, lda, ldb, beta, ldc);
   if (checked != CUBLAS_STATUS_SUCCESS) return checked;
   if (m == 0 || n == 0) return CUBLAS_STATUS_SUCCESS;  // nothing to compute or write
+  if (C == nullptr) return refuse(CUBLAS_STATUS_INVALID_VALUE, kWhat, "C is NULL");
 
   GemmJob job;
   job.trans_a = transa != CUBLAS_OP_N;  // real data: CUBLAS_OP_C is CUBLAS_OP_T

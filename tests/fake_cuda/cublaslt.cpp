@@ -253,7 +253,8 @@ std::string shape(const Layout& l) {
 }
 
 // Looks the descriptors up (Cdesc may be omitted: "this function assumes it to be equal to
-// Ddesc") and checks that they describe one matmul the fake models.
+// Ddesc") and checks that they describe one matmul (INVALID_VALUE) the fake models
+// (NOT_SUPPORTED, checked last: a valid configuration cuBLASLt has no algorithm for).
 cublasStatus_t load_problem(const char* what, cublasLtHandle_t handle, cublasLtMatmulDesc_t desc,
                             cublasLtMatrixLayout_t a, cublasLtMatrixLayout_t b,
                             cublasLtMatrixLayout_t c, cublasLtMatrixLayout_t d, Problem* p) {
@@ -268,18 +269,6 @@ cublasStatus_t load_problem(const char* what, cublasLtHandle_t handle, cublasLtM
     }
     p->desc = *found_desc, p->a = *found_a, p->b = *found_b, p->c = *found_c, p->d = *found_d;
   }
-  const bool float_data = p->a.type == CUDA_R_32F && p->b.type == CUDA_R_32F &&
-                          p->c.type == CUDA_R_32F && p->d.type == CUDA_R_32F;
-  const int compute = p->desc.compute;
-  if (!float_data || p->desc.scale != CUDA_R_32F ||
-      (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32)) {
-    return refuse(CUBLAS_STATUS_NOT_SUPPORTED, what,
-                  "only CUDA_R_32F data and scale, CUBLAS_COMPUTE_32F(_FAST_TF32) are modelled");
-  }
-  if (!modelled_epilogue(p->desc.epilogue)) {
-    return refuse(CUBLAS_STATUS_NOT_SUPPORTED, what,
-                  "epilogue " + std::to_string(p->desc.epilogue) + " is not modelled");
-  }
   p->trans_a = p->desc.trans[0] != CUBLAS_OP_N;  // real data: CUBLAS_OP_C is CUBLAS_OP_T
   p->trans_b = p->desc.trans[1] != CUBLAS_OP_N;
   p->m = p->d.rows;
@@ -293,6 +282,18 @@ cublasStatus_t load_problem(const char* what, cublasLtHandle_t handle, cublasLtM
     return refuse(CUBLAS_STATUS_INVALID_VALUE, what,
                   "layouts A " + shape(p->a) + ", B " + shape(p->b) + ", C " + shape(p->c) +
                       ", D " + shape(p->d) + " do not make op(A) m x k, op(B) k x n, C, D m x n");
+  }
+  const bool float_data = p->a.type == CUDA_R_32F && p->b.type == CUDA_R_32F &&
+                          p->c.type == CUDA_R_32F && p->d.type == CUDA_R_32F;
+  const int compute = p->desc.compute;
+  if (!float_data || p->desc.scale != CUDA_R_32F ||
+      (compute != CUBLAS_COMPUTE_32F && compute != CUBLAS_COMPUTE_32F_FAST_TF32)) {
+    return refuse(CUBLAS_STATUS_NOT_SUPPORTED, what,
+                  "only CUDA_R_32F data and scale, CUBLAS_COMPUTE_32F(_FAST_TF32) are modelled");
+  }
+  if (!modelled_epilogue(p->desc.epilogue)) {
+    return refuse(CUBLAS_STATUS_NOT_SUPPORTED, what,
+                  "epilogue " + std::to_string(p->desc.epilogue) + " is not modelled");
   }
   return CUBLAS_STATUS_SUCCESS;
 }
@@ -362,9 +363,12 @@ struct MatmulJob {
 
 // What cuBLASLt's kernels do to their workspace: written when the matmul starts and again when
 // it ends, with no lock taken in between, so that two matmuls sharing it whose runs overlap are
-// unordered for ThreadSanitizer however the runtime's own mutexes order the rest.
+// unordered for ThreadSanitizer however the runtime's own mutexes order the rest. Through a
+// volatile pointer, so that no compiler expands it inline, out of ThreadSanitizer's sight.
+void* (*volatile const g_write_bytes)(void*, int, size_t) = std::memset;
+
 void scribble(const MatmulJob& job) {
-  if (job.workspace != nullptr) std::memset(job.workspace, 0x5A, job.workspace_used);
+  if (job.workspace != nullptr) g_write_bytes(job.workspace, 0x5A, job.workspace_used);
 }
 
 void run_matmul(const MatmulJob& job) {
@@ -551,9 +555,9 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(
     constexpr const char* kWhat = "cublasLtMatmulAlgoGetHeuristic";
     if (returnAlgoCount != nullptr) *returnAlgoCount = 0;
     Problem p;
-    cublasStatus_t status =
+    const cublasStatus_t loaded =
         load_problem(kWhat, lightHandle, operationDesc, Adesc, Bdesc, Cdesc, Ddesc, &p);
-    if (status != CUBLAS_STATUS_SUCCESS) return status;
+    if (loaded != CUBLAS_STATUS_SUCCESS && loaded != CUBLAS_STATUS_NOT_SUPPORTED) return loaded;
     Preference pref;
     {
       std::lock_guard<std::mutex> lock(registry().mutex);
@@ -566,8 +570,9 @@ cublasStatus_t cublasLtMatmulAlgoGetHeuristic(
       }
     }
     registry().heuristics.fetch_add(1);  // every query with valid arguments, answered or not
+    if (loaded != CUBLAS_STATUS_SUCCESS) return loaded;
     AlgoNeeds needs;
-    status = choose_algo(p, pref, &needs);
+    const cublasStatus_t status = choose_algo(p, pref, &needs);
     if (status != CUBLAS_STATUS_SUCCESS) return status;
     cublasLtMatmulHeuristicResult_t& result = heuristicResultsArray[0];
     result = cublasLtMatmulHeuristicResult_t{};

@@ -119,6 +119,9 @@ TEST_F(FakeBlas, SgemmRefusesNegativeSizesAndBadOperations) {
   EXPECT_EQ(cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a.get(), 8, b.get(), 8,
                         nullptr, c.get(), 8),
             CUBLAS_STATUS_INVALID_VALUE);
+  EXPECT_EQ(cublasSgemm(blas_, CUBLAS_OP_N, CUBLAS_OP_N, 2, 2, 2, &one, a.get(), 8, b.get(), 8,
+                        &zero, nullptr, 8),
+            CUBLAS_STATUS_INVALID_VALUE);  // C is always written
   EXPECT_EQ(gemm(CUBLAS_OP_N, 2, 2, 2), CUBLAS_STATUS_SUCCESS);
 }
 
@@ -423,6 +426,24 @@ TEST_F(FakeBlas, LtBiasEpilogueMatchesNaiveLoops) {
   unsigned char first = 0;
   ASSERT_EQ(cudaMemcpy(&first, buf.workspace, 1, cudaMemcpyDeviceToHost), cudaSuccess);
   EXPECT_NE(first, 0xFF) << "the matmul did not write its workspace";
+  // RELU_BIAS in place (C == D) with beta: D = max(0, op(A) op(B) + beta D + bias).
+  const uint32_t relu_bias = CUBLASLT_EPILOGUE_RELU_BIAS;
+  ASSERT_EQ(call.set(CUBLASLT_MATMUL_DESC_EPILOGUE, relu_bias), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(call.heuristic(1 << 20, 256, &found), CUBLAS_STATUS_SUCCESS);
+  ASSERT_EQ(call.run(buf.a.get(), buf.b.get(), buf.d.get(), buf.workspace, 8192, stream_, -0.5f),
+            CUBLAS_STATUS_SUCCESS);
+  sync();
+  const auto relu = buf.d.read();
+  for (int j = 0; j < n; ++j) {
+    for (int i = 0; i < m; ++i) {
+      double sum = 0.0;
+      for (int l = 0; l < k; ++l) {
+        sum += double(op_at(a, lda, true, i, l)) * double(op_at(b, ldb, false, l, j));
+      }
+      const double want = sum - 0.5 * double(got[i + size_t(j) * ldd]) + bias[i];
+      EXPECT_FLOAT_EQ(relu[i + size_t(j) * ldd], float(want > 0 ? want : 0.0)) << i << ", " << j;
+    }
+  }
 }
 
 TEST_F(FakeBlas, LtBgradbEpilogueSumsOpBOverK) {
@@ -569,6 +590,18 @@ TEST_F(FakeBlas, LtDescriptorsRefuseWhatTheyDoNotModel) {
                                            square, call.preference(), 1, &result, &found),
             CUBLAS_STATUS_SUCCESS);
   EXPECT_EQ(result.workspaceSize, 0u);
+  // An epilogue the fake does not model has no algorithm; the query still counts.
+  const int64_t queries = blas_counts().lt_heuristic;
+  const uint32_t gelu = CUBLASLT_EPILOGUE_GELU;
+  ASSERT_EQ(call.set(CUBLASLT_MATMUL_DESC_EPILOGUE, gelu), CUBLAS_STATUS_SUCCESS);
+  cublasLtMatmulHeuristicResult_t refused{};
+  EXPECT_EQ(cublasLtMatmulAlgoGetHeuristic(call.handle(), call.desc(), square, square, square,
+                                           square, call.preference(), 1, &refused, &found),
+            CUBLAS_STATUS_NOT_SUPPORTED);
+  EXPECT_EQ(found, 0);
+  EXPECT_EQ(blas_counts().lt_heuristic, queries + 1);
+  const uint32_t plain = CUBLASLT_EPILOGUE_DEFAULT;
+  ASSERT_EQ(call.set(CUBLASLT_MATMUL_DESC_EPILOGUE, plain), CUBLAS_STATUS_SUCCESS);
   const float one = 1.0f, zero = 0.0f;
   EXPECT_EQ(cublasLtMatmul(call.handle(), call.desc(), &one, buf.a.get(), square, buf.b.get(),
                            square, &zero, buf.d.get(), square, buf.d.get(), narrow, &result.algo,
