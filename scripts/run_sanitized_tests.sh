@@ -43,8 +43,13 @@ else
   sanitizer=(-DCAIRN_TSAN=ON)
   export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:suppressions=$root/scripts/tsan.supp"
   pattern='WARNING: ThreadSanitizer|ThreadSanitizer: reported'
-  targets=(--target core_test speed_test training_test dist_local_test fake_cuda_test)
-  selection=(-R '^(FakeRuntime|FakeBlas|FakeLaunchers|FakeNccl|FakeHazards|Streams|Allocator|CudaAllocator|Graph|Hybridize|CapturedStep|DataLoader|GradientReducer|Dist)')
+  targets=(--target core_test speed_test training_test dist_local_test fake_cuda_test
+           cpu_kernels_test)
+  suites='FakeRuntime|FakeBlas|FakeLaunchers|FakeNccl|LauncherRefusals|StreamsTest|CachingAllocator'
+  suites+='|CudaAllocatorTest|HostAllocator|CudaTensorTest|HybridizeGpu|HybridizeCpu|DataLoader'
+  suites+='|DataLoaderCudaTest|Shards|TrainingGpu|GradientReducer|GradReadyHook|Communicator'
+  suites+='|DataParallelSingleProcess|ParallelFor|ParallelKernels|ParallelBlasParts'
+  selection=(-R "^($suites)[.]")
 fi
 
 start=$(date +%s)

@@ -37,11 +37,12 @@ struct LtPlan {
 };
 
 // Per thread, so that no lock is needed and a descriptor is never shared between threads that
-// set its bias pointer. Never destroyed: descriptors are host memory, and tearing them down during
-// static destruction could race cuBLASLt's own.
+// set its bias pointer. Freed when its thread ends: an application that runs cairn on short-lived
+// threads would otherwise leak every thread's plans (the fake device's leak check found it). The
+// descriptors are host memory; destroying them needs no device.
 std::map<LtPlanKey, std::unique_ptr<LtPlan>>& plans() {
-  thread_local auto* cache = new std::map<LtPlanKey, std::unique_ptr<LtPlan>>();
-  return *cache;
+  thread_local std::map<LtPlanKey, std::unique_ptr<LtPlan>> cache;
+  return cache;
 }
 
 void check_int_range(const char* op, int64_t value, const char* name) {

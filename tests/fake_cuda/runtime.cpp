@@ -169,8 +169,8 @@ struct State {
   std::set<CUgraphExec_st*> execs;
   std::map<int, cudaError_t> sticky;  // per device: a fault in queued work
   std::atomic<int> faults{0};
-  int max_delay_us = 200;
-  int delay_percent = 10;
+  std::atomic<int> max_delay_us{200};  // read by the workers without the lock
+  std::atomic<int> delay_percent{10};
   uint64_t seed = 1;
   uint64_t next_serial = 0;
 };
@@ -182,8 +182,8 @@ State& state() {
     const char* limit = std::getenv("CAIRN_FAKE_CUDA_MEMORY_BYTES");
     if (limit != nullptr && limit[0] != '\0')
       created->memory_limit = std::strtoull(limit, nullptr, 10);
-    created->max_delay_us = env_int("CAIRN_FAKE_CUDA_DELAY_US", 200);
-    created->delay_percent = env_int("CAIRN_FAKE_CUDA_DELAY_PERCENT", 10);
+    created->max_delay_us.store(env_int("CAIRN_FAKE_CUDA_DELAY_US", 200));
+    created->delay_percent.store(env_int("CAIRN_FAKE_CUDA_DELAY_PERCENT", 10));
     created->seed = uint64_t(env_int("CAIRN_FAKE_CUDA_SEED", 1));
     return created;
   }();
@@ -206,6 +206,7 @@ void report(const std::string& message) {
 // ---- Workers ----
 
 void run_worker(CUstream_st* stream) {
+  t_device = stream->device;  // checks made while running see the stream's device as current
   for (;;) {
     Op op;
     {
@@ -217,7 +218,7 @@ void run_worker(CUstream_st* stream) {
     }
     for (const CompletionPtr& wait : op.waits) wait->wait();
     State& s = state();
-    const int max_delay = s.max_delay_us, percent = s.delay_percent;
+    const int max_delay = s.max_delay_us.load(), percent = s.delay_percent.load();
     if (max_delay > 0 && percent > 0 && int(stream->rng() % 100) < percent) {
       // Between half and all of the maximum: a test that needs "not yet" can rely on max / 2.
       const uint64_t half = uint64_t(max_delay) / 2;
@@ -254,7 +255,8 @@ void reap_retired_locked(State& s) {
       ++it;
       continue;
     }
-    (*it)->worker.join();
+    // Detached when destroyed (so that ThreadSanitizer sees no unjoined thread at exit): the
+    // worker touches nothing after setting `finished`.
     (*it)->magic = 0;
     delete *it;
     it = s.retired.erase(it);
@@ -414,10 +416,13 @@ const Allocation* find_allocation_locked(State& s, const void* ptr, uintptr_t* s
   return &it->second;
 }
 
-bool in_device_allocation_locked(State& s, const void* ptr, size_t bytes) {
+// `device` -1: any device's memory (copies may cross devices); otherwise only that device's (a
+// kernel may not touch another GPU's memory: cairn never enables peer access).
+bool in_device_allocation_locked(State& s, const void* ptr, size_t bytes, int device = -1) {
   uintptr_t start = 0;
   const Allocation* allocation = find_allocation_locked(s, ptr, &start);
   if (allocation == nullptr || allocation->pinned_host) return false;
+  if (device >= 0 && allocation->device != device) return false;
   return reinterpret_cast<uintptr_t>(ptr) - start + bytes <= allocation->bytes;
 }
 
@@ -497,7 +502,7 @@ bool is_device_range(const void* ptr, size_t bytes) {
   if (bytes == 0) return true;
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
-  return in_device_allocation_locked(s, ptr, bytes);
+  return in_device_allocation_locked(s, ptr, bytes, t_device);
 }
 
 bool check_device_ranges(const char* what, std::initializer_list<Range> ranges) {
@@ -505,8 +510,9 @@ bool check_device_ranges(const char* what, std::initializer_list<Range> ranges) 
     if (is_device_range(range.ptr, range.bytes)) continue;
     char line[512];
     std::snprintf(line, sizeof line,
-                  "%s: argument %s [%p, +%zu bytes) is not inside one live device allocation", what,
-                  range.name, range.ptr, range.bytes);
+                  "%s: argument %s [%p, +%zu bytes) is not inside one live device allocation "
+                  "of cuda:%d (the current device)",
+                  what, range.name, range.ptr, range.bytes, t_device);
     report(line);
     state().faults.fetch_add(1);
     fail(cudaErrorIllegalAddress);
@@ -568,8 +574,8 @@ void drain() {
 void set_delays(int max_microseconds, int percent) {
   State& s = state();
   std::lock_guard<std::mutex> lock(s.mutex);
-  s.max_delay_us = max_microseconds;
-  s.delay_percent = percent;
+  s.max_delay_us.store(max_microseconds);
+  s.delay_percent.store(percent);
 }
 
 }  // namespace cairn::fake_cuda
@@ -1046,6 +1052,7 @@ cudaError_t cudaStreamDestroy(cudaStream_t handle) {
     handle->stop = true;
   }
   handle->wake.notify_one();
+  handle->worker.detach();
   s.retired.push_back(handle);
   return cudaSuccess;
 }
