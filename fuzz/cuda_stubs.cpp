@@ -38,6 +38,9 @@ void relu_backward(const float*, const float*, float*, int64_t, StreamHandle) {
   no_cuda("relu_backward");
 }
 void gemm(const ColumnMajorGemmPlan&, BlasHandle) { no_cuda("gemm"); }
+void scale_matrix(float*, int64_t, int64_t, int64_t, float, StreamHandle) {
+  no_cuda("scale_matrix");
+}
 void l2_loss_forward(const float*, const float*, int64_t, int64_t, float*, StreamHandle) {
   no_cuda("l2_loss_forward");
 }
