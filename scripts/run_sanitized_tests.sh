@@ -41,7 +41,8 @@ if [[ $mode == asan ]]; then
 else
   build_dir="${CAIRN_TSAN_BUILD_DIR:-build-tsan}"
   sanitizer=(-DCAIRN_TSAN=ON)
-  export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:suppressions=$root/scripts/tsan.supp"
+  # allocator_may_return_null=1: as for ASan, the out-of-memory tests ask for absurd sizes.
+  export TSAN_OPTIONS="halt_on_error=0:second_deadlock_stack=1:allocator_may_return_null=1:suppressions=$root/scripts/tsan.supp"
   pattern='WARNING: ThreadSanitizer|ThreadSanitizer: reported'
   targets=(--target core_test speed_test training_test dist_local_test fake_cuda_test
            cpu_kernels_test)

@@ -133,8 +133,11 @@ TEST_F(FakeRuntime, StreamsRunLaterThanTheCallThatQueuedThem) {
   make_every_op_slow();
   ASSERT_EQ(cudaMemsetAsync(device, 0, 4, stream), cudaSuccess);
   ASSERT_EQ(cudaMemcpyAsync(pinned, device, 4, cudaMemcpyDeviceToHost, stream), cudaSuccess);
-  // Pinned memory is written when the copy runs: not yet.
+  // Pinned memory is written when the copy runs: not yet. (Reading it now races with the copy on
+  // purpose; ThreadSanitizer would rightly say so, so under it only the stream's state is asked.)
+#if !defined(__SANITIZE_THREAD__)
   EXPECT_EQ(*pinned, 5.0f);
+#endif
   EXPECT_EQ(cudaStreamQuery(stream), cudaErrorNotReady);
   ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
   EXPECT_EQ(*pinned, 0.0f);
