@@ -94,8 +94,8 @@ void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out) {
     // displaces it, and +0 is above -0, so that row[argmax] is the row's max bit for bit.
     for (int64_t c = 1; c < cols; ++c) {
       if (std::isnan(row[best])) break;
-      const bool above = row[c] > row[best] || (row[c] == row[best] && std::signbit(row[best]) &&
-                                                !std::signbit(row[c]));
+      const bool above = row[c] > row[best] ||
+                         (row[c] == row[best] && std::signbit(row[best]) && !std::signbit(row[c]));
       if (std::isnan(row[c]) || above) best = c;
     }
     out[r] = static_cast<int32_t>(best);

@@ -61,7 +61,8 @@ __global__ void column_chunk_sums_kernel(const In* x, int64_t rows, int64_t cols
     double sum = partial[0][threadIdx.x];
     for (int y = 1; y < kTileRows; ++y) sum += partial[y][threadIdx.x];
     Out* slot = dst + chunk * cols + c;
-    *slot = static_cast<Out>(accumulate == Accumulate::kAdd ? static_cast<double>(*slot) + sum : sum);
+    *slot =
+        static_cast<Out>(accumulate == Accumulate::kAdd ? static_cast<double>(*slot) + sum : sum);
   }
 }
 

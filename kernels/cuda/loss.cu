@@ -113,8 +113,8 @@ void l2_loss_backward(const float* pred, const float* label, const float* dloss,
   check_shape("l2_loss_backward", rows, cols);
   const int64_t n = rows * cols;
   if (n == 0) return;
-  l2_loss_backward_kernel<<<grid_size(n), kBlockThreads, 0, stream>>>(
-      pred, label, dloss, rows, cols, dpred);
+  l2_loss_backward_kernel<<<grid_size(n), kBlockThreads, 0, stream>>>(pred, label, dloss, rows,
+                                                                      cols, dpred);
   CAIRN_CHECK_LAUNCH("l2_loss_backward_kernel", stream);
 }
 

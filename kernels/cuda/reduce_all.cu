@@ -113,8 +113,7 @@ void reduce_all(ReduceOp op, const float* x, int64_t n, float* out, void* worksp
   CAIRN_CHECK(sum == nullptr || reinterpret_cast<uintptr_t>(sum) % alignof(double) == 0,
               "reduce_all: workspace ", workspace, " is not aligned for a double");
   size_t bytes = workspace_bytes - own_bytes(op);
-  CAIRN_CUDA_CHECK(
-      run_device_reduce(op, base + own_bytes(op), bytes, x, n, out, sum, stream));
+  CAIRN_CUDA_CHECK(run_device_reduce(op, base + own_bytes(op), bytes, x, n, out, sum, stream));
   CAIRN_CHECK_LAUNCH("cub::DeviceReduce", stream);
   if (op == ReduceOp::kMean) {
     mean_from_sum_kernel<<<1, 1, 0, stream>>>(sum, n, out);

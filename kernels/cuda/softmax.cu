@@ -206,7 +206,7 @@ void softmax_xent_backward(const float* probs, const int32_t* labels, const floa
   const int64_t n = rows * cols;
   if (n == 0) return;
   softmax_xent_backward_kernel<<<grid_size(n), kBlockThreads, 0, stream>>>(probs, labels, dloss,
-                                                                            rows, cols, dlogits);
+                                                                           rows, cols, dlogits);
   CAIRN_CHECK_LAUNCH("softmax_xent_backward_kernel", stream);
 }
 

@@ -12,8 +12,8 @@
 #include <filesystem>
 #include <fstream>
 
-#include "support/test_support.h"
 #include "support/temp_dir.h"
+#include "support/test_support.h"
 
 namespace cairn {
 namespace {

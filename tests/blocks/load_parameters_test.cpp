@@ -12,8 +12,8 @@
 #include "cairn/blocks/optimizer.h"
 #include "cairn/blocks/safetensors.h"
 #include "cairn/blocks/trainer.h"
-#include "support/test_support.h"
 #include "support/temp_dir.h"
+#include "support/test_support.h"
 
 namespace cairn {
 namespace {

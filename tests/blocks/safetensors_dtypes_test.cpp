@@ -16,8 +16,8 @@
 
 #include "cairn/blocks/safetensors.h"
 #include "cairn/core/half_float.h"
-#include "support/test_support.h"
 #include "support/temp_dir.h"
+#include "support/test_support.h"
 
 namespace cairn {
 namespace {

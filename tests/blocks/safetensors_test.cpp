@@ -14,8 +14,8 @@
 #include <limits>
 #include <random>
 
-#include "support/test_support.h"
 #include "support/temp_dir.h"
+#include "support/test_support.h"
 
 namespace cairn {
 namespace {

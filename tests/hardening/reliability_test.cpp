@@ -22,8 +22,8 @@
 #include "cairn/blocks/data_loader.h"
 #include "cairn/blocks/idx.h"
 #include "cairn/blocks/safetensors.h"
-#include "support/test_support.h"
 #include "support/temp_dir.h"
+#include "support/test_support.h"
 
 namespace cairn {
 namespace {

@@ -3,15 +3,15 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <vector>
 
 #include "cairn/core/error.h"
-#include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/cpu/small_gemm.h"
+#include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/gemm.h"
 #include "cairn/kernels/loss.h"
 #include "cairn/kernels/lt_plan.h"
