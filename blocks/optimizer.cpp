@@ -182,6 +182,11 @@ void Adam::update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots
       });
 }
 
+std::optional<std::string> Adam::capture_refusal() const {
+  return "Adam's bias correction changes every step and cannot be frozen into a captured CUDA "
+         "graph; capture SGD steps, or run Adam steps eagerly";
+}
+
 std::map<std::string, float> Adam::hyperparameters() const {
   return {{"learning_rate", learning_rate()},
           {"beta1", beta1_},

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -34,6 +35,13 @@ class Optimizer {
   // count (Adam's bias correction); the raw gradient is multiplied by grad_scale first.
   virtual void update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots, int64_t step,
                       float grad_scale) const = 0;
+
+  // Why update() cannot be captured into a CUDA graph, or nothing when it can. A graph replays
+  // every kernel with the arguments it was captured with, so an update whose host-side arguments
+  // change from step to step (Adam's bias correction) would repeat one step's arguments forever.
+  // Hyperparameters are not such arguments: changing them re-captures (captured_state.h).
+  virtual std::optional<std::string> capture_refusal() const { return std::nullopt; }
+  bool step_capturable() const { return !capture_refusal().has_value(); }
 
   // Every hyperparameter by name, the learning rate included; set_hyperparameters() takes the
   // same names back (all of them, validated as the constructor does) when a checkpoint is loaded.
@@ -92,6 +100,7 @@ class Adam final : public Optimizer {
   std::vector<std::string> slot_names() const override { return {"mean", "variance"}; }
   void update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots, int64_t step,
               float grad_scale) const override;
+  std::optional<std::string> capture_refusal() const override;
   std::map<std::string, float> hyperparameters() const override;
   void set_hyperparameters(const std::map<std::string, float>& values) override;
   std::shared_ptr<Optimizer> clone() const override { return std::make_shared<Adam>(*this); }

@@ -177,7 +177,7 @@ ParameterDict ParameterDict::select(const std::string& pattern) const {
 ParameterDict ParameterDict::trainable() const {
   ParameterDict out;
   for (const auto& entry : entries_) {
-    if (!entry.second->is_constant() && entry.second->grad_req() != GradReq::kNull) {
+    if (entry.second->trainable()) {
       out.entries_.push_back(entry);
     }
   }

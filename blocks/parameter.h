@@ -30,6 +30,9 @@ class Parameter {
   bool is_constant() const { return constant_; }
   GradReq grad_req() const { return grad_req_; }
   void set_grad_req(GradReq request);  // constants keep kNull
+  // Whether an optimizer updates it: not a constant, and its grad request is not kNull. The one
+  // place that says so (Trainer, data parallel, ParameterDict::trainable).
+  bool trainable() const { return !constant_ && grad_req_ != GradReq::kNull; }
   // An initializer of the parameter's own that wins over the one initialize() is given, as
   // Gluon's Dense(bias_initializer='zeros') does for biases.
   void set_initializer(InitializerPtr init) { own_init_ = std::move(init); }

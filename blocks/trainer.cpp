@@ -74,12 +74,12 @@ Trainer::Trainer(const ParameterDict& params, std::shared_ptr<Optimizer> optimiz
 void Trainer::step(int64_t batch_size) {
   CAIRN_CHECK(batch_size > 0, "Trainer::step: batch_size must be positive, got ", batch_size);
   const float grad_scale = 1.0f / static_cast<float>(batch_size);
-  // A captured graph replays its kernels with the arguments they were captured with. Adam's bias
-  // correction depends on the step count, so a captured Adam step would repeat one step's
-  // correction forever: refuse, and the caller (CapturedStep) stays eager and says why.
-  CAIRN_CHECK(cuda::capture_pool() == nullptr || optimizer_->name() != "adam",
-              "Trainer::step: Adam's bias correction changes every step and cannot be frozen into "
-              "a captured CUDA graph; capture SGD steps, or run Adam steps eagerly");
+  // An optimizer whose update cannot be replayed from a graph is refused while one is captured,
+  // and the caller (CapturedStep) stays eager and says why.
+  if (cuda::capture_pool() != nullptr) {
+    const std::optional<std::string> refusal = optimizer_->capture_refusal();
+    CAIRN_CHECK(!refusal.has_value(), "Trainer::step: ", refusal.value_or(""));
+  }
   // Check every parameter first, so that a failure leaves none of them half a step ahead.
   // The counts come from checkpoints too, where any value up to INT64_MAX reads back.
   constexpr int64_t kMaxCount = std::numeric_limits<int64_t>::max();
@@ -87,7 +87,7 @@ void Trainer::step(int64_t batch_size) {
               " cannot grow any further (a corrupt checkpoint?)");
   for (const Entry& entry : entries_) {
     const Parameter& parameter = *entry.parameter;
-    if (parameter.is_constant() || parameter.grad_req() == GradReq::kNull) continue;
+    if (!parameter.trainable()) continue;
     CAIRN_CHECK(entry.updates < kMaxCount, "Trainer::step: parameter '", entry.name,
                 "' has an update count of ", entry.updates,
                 " that cannot grow any further (a corrupt checkpoint?)");
@@ -111,7 +111,7 @@ void Trainer::step(int64_t batch_size) {
   const std::vector<std::string> slot_names = optimizer_->slot_names();
   for (Entry& entry : entries_) {
     const Parameter& parameter = *entry.parameter;
-    if (parameter.is_constant() || parameter.grad_req() == GradReq::kNull) continue;
+    if (!parameter.trainable()) continue;
     Tensor weight = parameter.data();
     const Device device = weight.device();
     // Created at the first update; recreated if set_hyperparameters() changed the slot layout.

@@ -55,7 +55,7 @@ void Trainer::enable_data_parallel(dist::CommunicatorPtr communicator,
     CAIRN_CHECK(parameter.device() == device, "Trainer::enable_data_parallel: parameter '",
                 entry.name, "' is on ", parameter.device(), ", the ", communicator->backend(),
                 " communicator works on ", device);
-    const bool fixed = parameter.is_constant() || parameter.grad_req() == GradReq::kNull;
+    const bool fixed = !parameter.trainable();
     trained += fixed ? 0 : 1;
     layout.add(entry.name);
     layout.add(shape_str(parameter.shape()));
@@ -96,7 +96,7 @@ void Trainer::enable_data_parallel(dist::CommunicatorPtr communicator,
   std::vector<std::string> names;
   for (const Entry& entry : entries_) {
     const Parameter& parameter = *entry.parameter;
-    if (parameter.is_constant() || parameter.grad_req() == GradReq::kNull) continue;
+    if (!parameter.trainable()) continue;
     leaves.push_back(parameter.data());
     names.push_back(entry.name);
   }
@@ -118,7 +118,7 @@ void Trainer::rebind_gradient_reducer_if_stale() {
   std::vector<std::string> names;
   for (const Entry& entry : entries_) {
     const Parameter& parameter = *entry.parameter;
-    if (parameter.is_constant() || parameter.grad_req() == GradReq::kNull) continue;
+    if (!parameter.trainable()) continue;
     leaves.push_back(parameter.data());
     names.push_back(entry.name);
   }

@@ -289,6 +289,46 @@ void Tensor::copy_from(const Tensor& src) {
   copy_bytes(raw_data(), device(), src.raw_data(), src.device(), nbytes(), "Tensor::copy_from");
 }
 
+namespace {
+
+void check_element_range(const char* op, const char* role, const Tensor& t, int64_t offset,
+                         int64_t count) {
+  CAIRN_CHECK(offset >= 0 && count >= 0 && offset <= t.numel() && count <= t.numel() - offset, op,
+              ": elements [", offset, ", +", count, ") of the ", role, " lie outside its ",
+              t.numel(), " elements (shape ", shape_str(t.shape()), ")");
+}
+
+}  // namespace
+
+void Tensor::copy_elements_from(int64_t offset, const Tensor& src, int64_t src_offset,
+                                int64_t count) {
+  constexpr const char* kOp = "Tensor::copy_elements_from";
+  checked_impl(kOp);
+  CAIRN_CHECK(src.defined(), kOp, ": source is undefined");
+  CAIRN_CHECK(src.dtype() == dtype(), kOp, ": source is ", dtype_name(src.dtype()),
+              ", this tensor ", dtype_name(dtype()));
+  check_element_range(kOp, "destination", *this, offset, count);
+  check_element_range(kOp, "source", src, src_offset, count);
+  const size_t element = dtype_size(dtype());
+  copy_bytes(static_cast<char*>(raw_data()) + size_t(offset) * element, device(),
+             static_cast<const char*>(src.raw_data()) + size_t(src_offset) * element, src.device(),
+             size_t(count) * element, kOp);
+}
+
+void Tensor::fill_elements(int64_t offset, int64_t count, float value) {
+  constexpr const char* kOp = "Tensor::fill_elements";
+  checked_impl(kOp);
+  check_element_range(kOp, "tensor", *this, offset, count);
+  if (count == 0) return;
+  float* first = data() + offset;
+  if (device().is_cuda()) {
+    cuda::DeviceGuard guard(device());
+    kernels::cuda::fill(first, count, value, cuda::current_stream(device()));
+  } else {
+    kernels::cpu::fill(first, count, value);
+  }
+}
+
 // ---- Autograd state ----
 
 void Tensor::attach_grad(GradReq request) {

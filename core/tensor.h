@@ -103,6 +103,12 @@ class Tensor {
   // Overwrites this tensor's data with src's (same shape and dtype; any devices). Not recorded:
   // for loading, initialising and optimizer updates.
   void copy_from(const Tensor& src);
+  // Element ranges of the flat data, for packing buffers (dist::GradientReducer's buckets); not
+  // recorded. copy_elements_from overwrites [offset, offset + count) with src's
+  // [src_offset, src_offset + count) (same dtype; any devices, as copy_from); fill_elements
+  // writes `value` there (float32). Both ranges must lie inside their tensors.
+  void copy_elements_from(int64_t offset, const Tensor& src, int64_t src_offset, int64_t count);
+  void fill_elements(int64_t offset, int64_t count, float value);
 
   // ---- Shape (recorded like any op). -1 in one place is inferred. ----
   Tensor reshape(const Shape& shape) const;

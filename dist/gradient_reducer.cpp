@@ -1,11 +1,6 @@
 #include "cairn/dist/gradient_reducer.h"
 
-#include <cuda_runtime_api.h>
-
-#include <cstring>
-
 #include "cairn/core/autograd.h"
-#include "cairn/core/cuda_context.h"
 #include "cairn/core/error.h"
 #include "cairn/core/ops.h"
 
@@ -13,36 +8,13 @@ namespace cairn::dist {
 namespace {
 
 // dst[offset, offset + src.numel()) = src, on the tensors' device (queued on its stream).
-void copy_into(const Tensor& dst, int64_t offset, const Tensor& src) {
-  const size_t bytes = size_t(src.numel()) * sizeof(float);
-  if (dst.device().is_cpu()) {
-    std::memcpy(dst.data() + offset, src.data(), bytes);
-    return;
-  }
-  cuda::DeviceGuard guard(dst.device());
-  CAIRN_CUDA_CHECK(cudaMemcpyAsync(dst.data() + offset, src.data(), bytes, cudaMemcpyDeviceToDevice,
-                                   static_cast<cudaStream_t>(cuda::current_stream(dst.device()))));
+void copy_into(Tensor& dst, int64_t offset, const Tensor& src) {
+  dst.copy_elements_from(offset, src, 0, src.numel());
 }
 
-void copy_out(const Tensor& dst, const Tensor& src, int64_t offset) {
-  const size_t bytes = size_t(dst.numel()) * sizeof(float);
-  if (dst.device().is_cpu()) {
-    std::memcpy(dst.data(), src.data() + offset, bytes);
-    return;
-  }
-  cuda::DeviceGuard guard(dst.device());
-  CAIRN_CUDA_CHECK(cudaMemcpyAsync(dst.data(), src.data() + offset, bytes, cudaMemcpyDeviceToDevice,
-                                   static_cast<cudaStream_t>(cuda::current_stream(dst.device()))));
-}
-
-void fill_zeros(const Tensor& dst, int64_t offset, int64_t count) {
-  if (dst.device().is_cpu()) {
-    std::memset(dst.data() + offset, 0, size_t(count) * sizeof(float));
-    return;
-  }
-  cuda::DeviceGuard guard(dst.device());
-  CAIRN_CUDA_CHECK(cudaMemsetAsync(dst.data() + offset, 0, size_t(count) * sizeof(float),
-                                   static_cast<cudaStream_t>(cuda::current_stream(dst.device()))));
+// dst = src[offset, offset + dst.numel())
+void copy_out(Tensor dst, const Tensor& src, int64_t offset) {
+  dst.copy_elements_from(0, src, offset, dst.numel());
 }
 
 }  // namespace
@@ -145,7 +117,7 @@ void GradientReducer::finish() {
       const size_t leaf = bucket.members[s];
       if (ready_[leaf]) continue;
       if (any_ready_) {
-        fill_zeros(bucket.buffer, bucket.offsets[s], leaves_[leaf].numel());
+        bucket.buffer.fill_elements(bucket.offsets[s], leaves_[leaf].numel(), 0.0f);
       } else {
         copy_into(bucket.buffer, bucket.offsets[s], leaves_[leaf].grad());
       }
@@ -157,19 +129,10 @@ void GradientReducer::finish() {
   for (Bucket& bucket : buckets_) {
     bucket.pending->wait();
     bucket.pending.reset();
-    if (bucket.buffer.device().is_cpu()) {
-      const float* sum = bucket.buffer.data();
-      for (size_t s = 0; s < bucket.members.size(); ++s) {
-        const Tensor grad = leaves_[bucket.members[s]].grad();
-        float* out = grad.data();
-        const float* in = sum + bucket.offsets[s];
-        for (int64_t i = 0; i < grad.numel(); ++i) out[i] = in[i] * inverse_size;
-      }
-    } else {
-      const Tensor mean = ops::mul_scalar(bucket.buffer, inverse_size);
-      for (size_t s = 0; s < bucket.members.size(); ++s) {
-        copy_out(leaves_[bucket.members[s]].grad(), mean, bucket.offsets[s]);
-      }
+    // sum * (1 / size), one float multiply an element on either device, as the CPU loop did.
+    const Tensor mean = ops::mul_scalar(bucket.buffer, inverse_size);
+    for (size_t s = 0; s < bucket.members.size(); ++s) {
+      copy_out(leaves_[bucket.members[s]].grad(), mean, bucket.offsets[s]);
     }
     bucket.ready = 0;
   }

@@ -24,6 +24,10 @@ struct AdamConfig {
   int64_t step = 1;  // 1-based step count, for bias correction
 };
 
+// The twins check only what would make them touch memory wrongly (sizes, a missing velocity
+// buffer, step >= 1) and compute whatever a config says; the ranges of the hyperparameters are
+// checked once, for both devices, by SGD and Adam (blocks/optimizer.h). Any momentum but 0 (a
+// NaN too) reads and writes the velocity.
 namespace cpu {
 // g = grad_scale * grad + weight_decay * w
 // momentum > 0: v = momentum * v + g; w -= lr * v       (velocity may be null when momentum == 0)

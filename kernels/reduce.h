@@ -1,7 +1,11 @@
 // Reductions: over a whole tensor, along each row, and down each column (the bias gradient).
 //
 // Every reduction is deterministic: the same input gives the same bits on every run (no float
-// atomics). The CPU twins accumulate in double, so they are the more accurate oracle.
+// atomics). Sums accumulate in double on both devices and round to float once, so a partial sum
+// beyond FLT_MAX stays finite (the mean of {3e38, 3e38} is 3e38); the twins differ only in the
+// order they add. Max: a NaN anywhere wins, and +0 is above -0, whatever the order (the CUDA
+// combine is kernels/cuda/max_combine.cuh's NanMax); argmax_rows follows the same order and
+// takes the first of equal values, so x[argmax] is the max bit for bit.
 #pragma once
 
 #include <cstddef>
@@ -26,7 +30,8 @@ void reduce_all(ReduceOp op, const float* x, int64_t n, float* out);
 void reduce_rows(ReduceOp op, const float* x, int64_t rows, int64_t cols, float* out);
 // x: (rows, cols) -> out: (cols), out[c] = sum_r x[r, c]  (overwrite or add into out)
 void sum_columns(const float* x, int64_t rows, int64_t cols, float* out, Accumulate accumulate);
-// x: (rows, cols) -> out: (rows), index of the first maximum in each row (cols >= 1)
+// x: (rows, cols) -> out: (rows), index of the first maximum in each row (cols >= 1; NaN above
+// everything, +0 above -0)
 void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out);
 
 }  // namespace cpu

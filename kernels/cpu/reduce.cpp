@@ -27,10 +27,12 @@ float reduce_span(ReduceOp op, const float* x, int64_t n) {
                     : static_cast<float>(sum / static_cast<double>(n));
     }
     case ReduceOp::kMax: {
+      // The order of kernels/cuda/max_combine.cuh's NanMax, which any combining order gives the
+      // same answer with: a NaN anywhere makes the max NaN, and +0 is above -0.
       float best = -std::numeric_limits<float>::infinity();
       for (int64_t i = 0; i < n; ++i) {
-        if (std::isnan(x[i])) return x[i];  // a NaN anywhere makes the max NaN
-        if (x[i] > best) best = x[i];
+        if (std::isnan(x[i])) return x[i];
+        if (x[i] > best || (x[i] == best && !std::signbit(x[i]))) best = x[i];
       }
       return best;
     }
@@ -87,11 +89,14 @@ void argmax_rows(const float* x, int64_t rows, int64_t cols, int32_t* out) {
   for (int64_t r = 0; r < rows; ++r) {
     const float* row = x + r * cols;
     int64_t best = 0;
-    // Strict > keeps the first of equal maxima. A NaN counts as the largest value (numpy and
-    // PyTorch agree), so the first NaN wins and nothing displaces it.
+    // Strictly above keeps the first of equal maxima, in the order reduce_rows' max uses: a NaN
+    // counts as the largest value (numpy and PyTorch agree), so the first NaN wins and nothing
+    // displaces it, and +0 is above -0, so that row[argmax] is the row's max bit for bit.
     for (int64_t c = 1; c < cols; ++c) {
       if (std::isnan(row[best])) break;
-      if (std::isnan(row[c]) || row[c] > row[best]) best = c;
+      const bool above = row[c] > row[best] ||
+                         (row[c] == row[best] && std::signbit(row[best]) && !std::signbit(row[c]));
+      if (std::isnan(row[c]) || above) best = c;
     }
     out[r] = static_cast<int32_t>(best);
   }

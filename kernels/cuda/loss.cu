@@ -3,9 +3,11 @@
 // The forward is a row reduction: one warp per row with a shuffle reduction while rows are narrow
 // (no shared memory, no barriers, 8 rows a block), one block per row through cub::BlockReduce once
 // a row is wide enough to keep 256 threads busy. The backward is elementwise, grid-stride.
+// Both work in double, term for term as the CPU twin does (kernels/cpu/loss.cpp): a difference of
+// 2e19 squares to 4e38, beyond float but not double, so the loss is 2e38 on both devices, not inf;
+// and pred 3e38 against label -3e38 gives a finite gradient on both.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cub/block/block_reduce.cuh>
@@ -22,14 +24,19 @@ constexpr int kWarpsPerBlock = kBlockThreads / kWarpThreads;
 constexpr int64_t kWarpMaxCols = 1024;
 
 // Squared differences of one row, summed by `lane` of a team of `team` threads with stride `team`.
-__device__ float partial_squared_error(const float* pred, const float* label, int64_t cols,
-                                       int lane, int team) {
-  float sum = 0.0f;
+__device__ double partial_squared_error(const float* pred, const float* label, int64_t cols,
+                                        int lane, int team) {
+  double sum = 0.0;
   for (int64_t c = lane; c < cols; c += team) {
-    const float d = pred[c] - label[c];
+    const double d = static_cast<double>(pred[c]) - static_cast<double>(label[c]);
     sum += d * d;
   }
   return sum;
+}
+
+// The CPU twin's finish: 0.5 * mean, rounded to float once; cols == 0 gives NaN (an empty mean).
+__device__ float half_mean(double sum, int64_t cols) {
+  return cols > 0 ? static_cast<float>(0.5 * sum * (1.0 / static_cast<double>(cols))) : NAN;
 }
 
 // pred, label: (rows, cols), loss: (rows); a warp per row, grid-stride over rows.
@@ -40,39 +47,41 @@ __global__ void l2_loss_forward_warp_kernel(const float* pred, const float* labe
   const int64_t first = blockIdx.x * int64_t(kWarpsPerBlock) + threadIdx.x / kWarpThreads;
   const int64_t stride = gridDim.x * int64_t(kWarpsPerBlock);
   for (int64_t row = first; row < rows; row += stride) {
-    float sum =
+    double sum =
         partial_squared_error(pred + row * cols, label + row * cols, cols, lane, kWarpThreads);
     for (int offset = kWarpThreads / 2; offset > 0; offset /= 2) {
       sum += __shfl_down_sync(0xffffffffu, sum, offset);
     }
-    if (lane == 0) loss[row] = 0.5f * sum / static_cast<float>(cols);
+    if (lane == 0) loss[row] = half_mean(sum, cols);
   }
 }
 
 // pred, label: (rows, cols), loss: (rows); a block per row, grid-stride over rows.
 __global__ void l2_loss_forward_block_kernel(const float* pred, const float* label, int64_t rows,
                                              int64_t cols, float* loss) {
-  using BlockReduce = cub::BlockReduce<float, kBlockThreads>;
+  using BlockReduce = cub::BlockReduce<double, kBlockThreads>;
   __shared__ typename BlockReduce::TempStorage temp;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
-    const float partial = partial_squared_error(pred + row * cols, label + row * cols, cols,
-                                                threadIdx.x, kBlockThreads);
-    const float sum = BlockReduce(temp).Sum(partial);
-    if (threadIdx.x == 0) loss[row] = 0.5f * sum / static_cast<float>(cols);
+    const double partial = partial_squared_error(pred + row * cols, label + row * cols, cols,
+                                                 threadIdx.x, kBlockThreads);
+    const double sum = BlockReduce(temp).Sum(partial);
+    if (threadIdx.x == 0) loss[row] = half_mean(sum, cols);
     __syncthreads();  // temp is reused by the next row's reduction
   }
 }
 
 // pred, label, dpred: (rows, cols), dloss: (rows)
-// dpred[r, c] = dloss[r] * (pred[r, c] - label[r, c]) / cols
+// dpred[r, c] = dloss[r] * (pred[r, c] - label[r, c]) / cols, in double and rounded once: the
+// CPU twin's expression, so the same bits (a product of a difference: nothing to contract).
 __global__ void l2_loss_backward_kernel(const float* pred, const float* label, const float* dloss,
                                         int64_t rows, int64_t cols, float* dpred) {
   const int64_t n = rows * cols;
-  const float inv_cols = 1.0f / static_cast<float>(cols);
+  const double inv_cols = 1.0 / static_cast<double>(cols);
   const int64_t stride = gridDim.x * int64_t(blockDim.x);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += stride) {
-    const int64_t r = i / cols;
-    dpred[i] = dloss[r] * (pred[i] - label[i]) * inv_cols;
+    const double scale = static_cast<double>(dloss[i / cols]) * inv_cols;
+    dpred[i] =
+        static_cast<float>(scale * (static_cast<double>(pred[i]) - static_cast<double>(label[i])));
   }
 }
 
@@ -82,11 +91,6 @@ void check_shape(const char* op, int64_t rows, int64_t cols) {
               ") overflows int64");
 }
 
-int blocks_for(int64_t work_items, int64_t items_per_block) {
-  return static_cast<int>(
-      std::min((work_items + items_per_block - 1) / items_per_block, kMaxBlocks));
-}
-
 }  // namespace
 
 void l2_loss_forward(const float* pred, const float* label, int64_t rows, int64_t cols, float* loss,
@@ -94,11 +98,11 @@ void l2_loss_forward(const float* pred, const float* label, int64_t rows, int64_
   check_shape("l2_loss_forward", rows, cols);
   if (rows == 0) return;
   if (cols <= kWarpMaxCols) {
-    l2_loss_forward_warp_kernel<<<blocks_for(rows, kWarpsPerBlock), kBlockThreads, 0, stream>>>(
+    l2_loss_forward_warp_kernel<<<grid_size(rows, kWarpsPerBlock), kBlockThreads, 0, stream>>>(
         pred, label, rows, cols, loss);
     CAIRN_CHECK_LAUNCH("l2_loss_forward_warp_kernel", stream);
   } else {
-    l2_loss_forward_block_kernel<<<blocks_for(rows, 1), kBlockThreads, 0, stream>>>(
+    l2_loss_forward_block_kernel<<<grid_size(rows, 1), kBlockThreads, 0, stream>>>(
         pred, label, rows, cols, loss);
     CAIRN_CHECK_LAUNCH("l2_loss_forward_block_kernel", stream);
   }
@@ -109,8 +113,8 @@ void l2_loss_backward(const float* pred, const float* label, const float* dloss,
   check_shape("l2_loss_backward", rows, cols);
   const int64_t n = rows * cols;
   if (n == 0) return;
-  l2_loss_backward_kernel<<<blocks_for(n, kBlockThreads), kBlockThreads, 0, stream>>>(
-      pred, label, dloss, rows, cols, dpred);
+  l2_loss_backward_kernel<<<grid_size(n), kBlockThreads, 0, stream>>>(pred, label, dloss, rows,
+                                                                      cols, dpred);
   CAIRN_CHECK_LAUNCH("l2_loss_backward_kernel", stream);
 }
 

@@ -1,5 +1,9 @@
 // Fused optimizer updates: one grid-stride pass over a parameter per step, every intermediate in
 // registers. The formulas are those of kernels/optimizer.h, term for term.
+//
+// The hyperparameters' ranges (momentum and betas in [0, 1), ...) are the optimizer layer's to
+// check (blocks/optimizer.cpp), once for both devices: these launchers, like the CPU twins, check
+// only what would make them touch memory wrongly, and compute whatever a config says.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -56,11 +60,12 @@ __global__ void adam_update_kernel(float* weight, const float* grad, float* mean
 void sgd_update(float* weight, const float* grad, float* velocity, int64_t n,
                 const SgdConfig& config, StreamHandle stream) {
   CAIRN_CHECK(n >= 0, "sgd_update: negative size ", n);
-  CAIRN_CHECK(config.momentum >= 0.0f, "sgd_update: negative momentum ", config.momentum);
   if (n == 0) return;  // nothing to update, and no buffer needed for it
-  CAIRN_CHECK(config.momentum == 0.0f || velocity != nullptr, "sgd_update: momentum ",
-              config.momentum, " needs a velocity buffer");
-  if (config.momentum > 0.0f) {
+  // Any momentum but 0 (a NaN too) takes the velocity path, as in the CPU twin.
+  const bool use_momentum = config.momentum != 0.0f;
+  CAIRN_CHECK(!use_momentum || velocity != nullptr, "sgd_update: momentum ", config.momentum,
+              " needs a velocity buffer");
+  if (use_momentum) {
     sgd_update_kernel<true><<<grid_size(n), kBlockThreads, 0, stream>>>(
         weight, grad, velocity, n, config.learning_rate, config.momentum, config.weight_decay,
         config.grad_scale);
@@ -76,9 +81,6 @@ void adam_update(float* weight, const float* grad, float* mean, float* variance,
                  const AdamConfig& config, StreamHandle stream) {
   CAIRN_CHECK(n >= 0, "adam_update: negative size ", n);
   CAIRN_CHECK(config.step >= 1, "adam_update: step is 1-based, got ", config.step);
-  CAIRN_CHECK(
-      config.beta1 >= 0.0f && config.beta1 < 1.0f && config.beta2 >= 0.0f && config.beta2 < 1.0f,
-      "adam_update: betas must lie in [0, 1), got ", config.beta1, " and ", config.beta2);
   if (n == 0) return;
   const double t = static_cast<double>(config.step);
   const float bias_correction1 = static_cast<float>(1.0 - std::pow(double(config.beta1), t));

@@ -2,18 +2,20 @@
 //
 // A row's partial results are combined by cub::WarpReduce / cub::BlockReduce, whose combining order
 // is fixed for a fixed team size, and the team size depends on cols alone: the same input gives the
-// same bits on every run.
+// same bits on every run. Sums accumulate in double, as the CPU twins do, and round to float once.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <climits>
 #include <cmath>
 #include <cstdint>
 #include <cub/block/block_reduce.cuh>
 #include <cub/warp/warp_reduce.cuh>
+#include <cuda/std/cmath>
+#include <type_traits>
 
 #include "cairn/core/error.h"
 #include "cairn/kernels/cuda/launch.cuh"
+#include "cairn/kernels/cuda/max_combine.cuh"
 #include "cairn/kernels/reduce.h"
 
 namespace cairn::kernels::cuda {
@@ -25,29 +27,41 @@ constexpr int64_t kWarpMaxCols = 256;
 
 // What a row reduction does, as the three steps of a fold: load (element -> partial),
 // combine (partial, partial -> partial; associative and commutative) and finish (-> output).
+// Sums fold in double (a row of {3e38, 3e38, -3e38} sums to 3e38, not inf, on both devices);
+// the max folds in float with NanMax, the CPU loop's rule.
 template <ReduceOp Op>
 struct RowReduce {
-  using Partial = float;
+  static constexpr bool kIsMax = Op == ReduceOp::kMax;
+  using Partial = std::conditional_t<kIsMax, float, double>;
   using Out = float;
 
-  __device__ static float init() { return Op == ReduceOp::kMax ? -INFINITY : 0.0f; }
-  __device__ static float load(float x, int64_t /*col*/) {
-    return Op == ReduceOp::kSumSquares ? x * x : x;
+  __device__ static Partial init() {
+    if constexpr (kIsMax) {
+      return -INFINITY;
+    } else {
+      return 0.0;
+    }
   }
-  __device__ float operator()(float a, float b) const {
-    if constexpr (Op == ReduceOp::kMax) {
-      // A NaN wins from either side, so the result does not depend on the combining order.
-      return (a != a || a > b) ? a : b;
+  __device__ static Partial load(float x, int64_t /*col*/) {
+    if constexpr (Op == ReduceOp::kSumSquares) {
+      return static_cast<double>(x) * static_cast<double>(x);
+    } else {
+      return x;
+    }
+  }
+  __device__ Partial operator()(Partial a, Partial b) const {
+    if constexpr (kIsMax) {
+      return NanMax{}(a, b);
     } else {
       return a + b;
     }
   }
   // cols == 0 gives the documented empty values: 0, NaN (0 / 0), -inf, 0.
-  __device__ static float finish(float total, int64_t cols) {
+  __device__ static float finish(Partial total, int64_t cols) {
     if constexpr (Op == ReduceOp::kMean) {
-      return static_cast<float>(static_cast<double>(total) / static_cast<double>(cols));
+      return static_cast<float>(total / static_cast<double>(cols));
     } else {
-      return total;
+      return static_cast<float>(total);
     }
   }
 };
@@ -57,8 +71,9 @@ struct IndexedValue {
   int32_t index;
 };
 
-// The first maximum: larger value wins, equal values go to the smaller index. NaN counts as larger
-// than everything (the first NaN is the argmax, as in NumPy and PyTorch).
+// The first maximum, by the order NanMax uses: NaN above everything (the first NaN is the argmax,
+// as in NumPy and PyTorch), +0 above -0, and equal values go to the smaller index. So
+// x[argmax] is the row's max, bit for bit, on both devices.
 struct RowArgMax {
   using Partial = IndexedValue;
   using Out = int32_t;
@@ -71,7 +86,11 @@ struct RowArgMax {
     const bool a_nan = a.value != a.value;
     const bool b_nan = b.value != b.value;
     if (a_nan != b_nan) return a_nan ? a : b;
-    if (!a_nan && a.value != b.value) return a.value > b.value ? a : b;
+    if (!a_nan) {
+      if (a.value != b.value) return a.value > b.value ? a : b;
+      const bool a_negative = ::cuda::std::signbit(a.value);
+      if (a_negative != ::cuda::std::signbit(b.value)) return a_negative ? b : a;  // +0 > -0
+    }
     return a.index < b.index ? a : b;
   }
   __device__ static int32_t finish(const IndexedValue& best, int64_t /*cols*/) {
@@ -123,13 +142,12 @@ template <typename Fold>
 void launch_row_fold(const float* x, int64_t rows, int64_t cols, typename Fold::Out* out,
                      StreamHandle stream) {
   if (cols <= kWarpMaxCols) {
-    const int blocks =
-        static_cast<int>(std::min((rows + kWarpsPerBlock - 1) / kWarpsPerBlock, kMaxBlocks));
-    reduce_rows_warp_kernel<Fold><<<blocks, kBlockThreads, 0, stream>>>(x, rows, cols, out);
+    reduce_rows_warp_kernel<Fold>
+        <<<grid_size(rows, kWarpsPerBlock), kBlockThreads, 0, stream>>>(x, rows, cols, out);
     CAIRN_CHECK_LAUNCH("reduce_rows_warp_kernel", stream);
   } else {
-    const int blocks = static_cast<int>(std::min(rows, kMaxBlocks));
-    reduce_rows_block_kernel<Fold><<<blocks, kBlockThreads, 0, stream>>>(x, rows, cols, out);
+    reduce_rows_block_kernel<Fold>
+        <<<grid_size(rows, 1), kBlockThreads, 0, stream>>>(x, rows, cols, out);
     CAIRN_CHECK_LAUNCH("reduce_rows_block_kernel", stream);
   }
 }

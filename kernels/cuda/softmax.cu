@@ -7,7 +7,6 @@
 // thread sees the same max and sum, and the results are deterministic.
 #include <cuda_runtime.h>
 
-#include <algorithm>
 #include <cmath>
 #include <cstdint>
 
@@ -146,7 +145,7 @@ __global__ void softmax_xent_backward_kernel(const float* probs, const int32_t* 
 template <int kTeam>
 int row_grid(int64_t rows) {
   constexpr int64_t kRowsPerBlock = TeamRows<kTeam>::kRowsPerBlock;
-  return static_cast<int>(std::min((rows + kRowsPerBlock - 1) / kRowsPerBlock, kMaxBlocks));
+  return grid_size(rows, kRowsPerBlock);
 }
 
 void check_shape(const char* op, int64_t rows, int64_t cols) {
@@ -206,10 +205,8 @@ void softmax_xent_backward(const float* probs, const int32_t* labels, const floa
   check_shape("softmax_xent_backward", rows, cols);
   const int64_t n = rows * cols;
   if (n == 0) return;
-  const int blocks =
-      static_cast<int>(std::min((n + kBlockThreads - 1) / kBlockThreads, kMaxBlocks));
-  softmax_xent_backward_kernel<<<blocks, kBlockThreads, 0, stream>>>(probs, labels, dloss, rows,
-                                                                     cols, dlogits);
+  softmax_xent_backward_kernel<<<grid_size(n), kBlockThreads, 0, stream>>>(probs, labels, dloss,
+                                                                           rows, cols, dlogits);
   CAIRN_CHECK_LAUNCH("softmax_xent_backward_kernel", stream);
 }
 

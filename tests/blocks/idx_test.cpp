@@ -12,6 +12,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "support/temp_dir.h"
 #include "support/test_support.h"
 
 namespace cairn {
@@ -83,29 +84,8 @@ IdxArray sample_array(const std::vector<int64_t>& shape) {
   return array;
 }
 
-class Idx : public ::testing::Test {
+class Idx : public testing::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "cairn_idx_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
-  }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  std::vector<std::string> files_in_dir() const {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(dir_)) {
-      names.push_back(entry.path().filename().string());
-    }
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-
   static void expect_read_error(const std::string& file, const std::string& fragment) {
     try {
       read_idx(file);
@@ -132,8 +112,6 @@ class Idx : public ::testing::Test {
       expect_read_error(path("bad.idx.gz"), fragment);
     }
   }
-
-  fs::path dir_;
 };
 
 // ---- Round trips. ----

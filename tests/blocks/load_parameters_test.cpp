@@ -12,6 +12,7 @@
 #include "cairn/blocks/optimizer.h"
 #include "cairn/blocks/safetensors.h"
 #include "cairn/blocks/trainer.h"
+#include "support/temp_dir.h"
 #include "support/test_support.h"
 
 namespace cairn {
@@ -33,19 +34,8 @@ std::shared_ptr<Sequential> torch_like_mlp() {
 const std::string kStateDict =
     std::string(CAIRN_TEST_DATA_DIR) + "/torch_mlp_state_dict.safetensors";
 
-class LoadParameters : public ::testing::Test {
+class LoadParameters : public testing::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "cairn_load_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
   // The state_dict fixture plus or minus some tensors.
   std::string state_dict_with(const NamedTensors& extra, const std::string& without = "") {
     NamedTensors tensors;
@@ -57,8 +47,6 @@ class LoadParameters : public ::testing::Test {
     save_safetensors(file, tensors);
     return file;
   }
-
-  fs::path dir_;
 };
 
 TEST_F(LoadParameters, StrictByDefaultListsEveryDifferenceAndPointsAtTheOptions) {

@@ -16,6 +16,7 @@
 
 #include "cairn/blocks/safetensors.h"
 #include "cairn/core/half_float.h"
+#include "support/temp_dir.h"
 #include "support/test_support.h"
 
 namespace cairn {
@@ -45,19 +46,8 @@ const Tensor& tensor_named(const SafetensorsFile& file, const std::string& name)
   throw std::runtime_error("no tensor " + name);
 }
 
-class SafetensorsDtypes : public ::testing::Test {
+class SafetensorsDtypes : public testing::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "cairn_dtypes_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
   // A one-tensor file: `dtype`, `shape` and the raw little-endian `data`.
   std::string write_raw(const std::string& dtype, const std::string& shape,
                         const std::string& data) {
@@ -78,8 +68,6 @@ class SafetensorsDtypes : public ::testing::Test {
     for (const T value : values) data.append(reinterpret_cast<const char*>(&value), sizeof(T));
     return data;
   }
-
-  fs::path dir_;
 };
 
 // ---- Reading what Python wrote. ----

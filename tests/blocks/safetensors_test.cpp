@@ -14,6 +14,7 @@
 #include <limits>
 #include <random>
 
+#include "support/temp_dir.h"
 #include "support/test_support.h"
 
 namespace cairn {
@@ -51,29 +52,8 @@ std::string file_with_header(const std::string& header, size_t data_bytes) {
 }
 
 // Each test gets a fresh directory, removed afterwards.
-class Safetensors : public ::testing::Test {
+class Safetensors : public testing::TempDirTest {
  protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "cairn_safetensors_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
-  }
-
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  std::vector<std::string> files_in_dir() const {
-    std::vector<std::string> names;
-    for (const auto& entry : fs::directory_iterator(dir_)) {
-      names.push_back(entry.path().filename().string());
-    }
-    std::sort(names.begin(), names.end());
-    return names;
-  }
-
   // Writes `bytes` as a file and expects loading it to fail with the standard prefix and
   // `fragment` in the message.
   void expect_corrupt(const std::string& bytes, const std::string& fragment) {
@@ -94,8 +74,6 @@ class Safetensors : public ::testing::Test {
           << "message lacks \"" << fragment << "\": " << message;
     }
   }
-
-  fs::path dir_;
 };
 
 // ---- Round trips. ----

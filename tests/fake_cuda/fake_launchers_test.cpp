@@ -242,19 +242,26 @@ TEST_F(LauncherRefusals, WorkspacesMustBeAllocatedAtTheQueriedSize) {
 TEST_F(LauncherRefusals, ArgumentChecksOfTheRealLaunchers) {
   const cudaStream_t s = stream_.get();
   k::SgdConfig sgd;
-  sgd.momentum = -0.5f;
-  expect_refused("sgd_update",
-                 [&] { k::cuda::sgd_update(a_.get(), b_.get(), c_.get(), kN, sgd, s); });
   sgd.momentum = 0.9f;
+  expect_refused("sgd_update",
+                 [&] { k::cuda::sgd_update(a_.get(), b_.get(), nullptr, kN, sgd, s); });
+  sgd.momentum = -0.5f;  // any momentum but 0 reads the velocity, as the CPU twin does
   expect_refused("sgd_update",
                  [&] { k::cuda::sgd_update(a_.get(), b_.get(), nullptr, kN, sgd, s); });
   sgd.momentum = 0.0f;  // no velocity read, so none is needed
   k::cuda::sgd_update(a_.get(), b_.get(), nullptr, kN, sgd, s);
   k::AdamConfig adam;
-  adam.beta1 = 1.0f;
+  adam.step = 0;
   expect_refused("adam_update", [&] {
     k::cuda::adam_update(a_.get(), b_.get(), c_.get(), d_.get(), kN, adam, s);
   });
+  // Hyperparameter ranges are the optimizer layer's to check (blocks/optimizer.cpp, once for both
+  // devices): the launchers, like the CPU twins, compute what a config says.
+  sgd.momentum = -0.5f;
+  k::cuda::sgd_update(a_.get(), b_.get(), c_.get(), kN, sgd, s);
+  adam.step = 1;
+  adam.beta1 = 1.0f;
+  k::cuda::adam_update(a_.get(), b_.get(), c_.get(), d_.get(), kN, adam, s);
   expect_refused("argmax_rows",
                  [&] { k::cuda::argmax_rows(a_.get(), kRows, 0, labels_.get(), s); });
   expect_refused("fill", [&] { k::cuda::fill(a_.get(), -1, 0.0f, s); });

@@ -327,13 +327,15 @@ void l2_loss_backward(const float* pred, const float* label, const float* dloss,
 void sgd_update(float* weight, const float* grad, float* velocity, int64_t n,
                 const SgdConfig& config, StreamHandle stream) {
   CAIRN_CHECK(n >= 0, "sgd_update: negative size ", n);
-  CAIRN_CHECK(config.momentum >= 0.0f, "sgd_update: negative momentum ", config.momentum);
   if (n == 0) return;  // nothing to update, and no buffer needed for it
-  CAIRN_CHECK(config.momentum == 0.0f || velocity != nullptr, "sgd_update: momentum ",
-              config.momentum, " needs a velocity buffer");
+  // Hyperparameter ranges are the optimizer layer's to check, as in optimizer.cu: any momentum
+  // but 0 (a NaN too) takes the velocity path.
+  const bool use_momentum = config.momentum != 0.0f;
+  CAIRN_CHECK(!use_momentum || velocity != nullptr, "sgd_update: momentum ", config.momentum,
+              " needs a velocity buffer");
   const char* what = "sgd_update";
   // The kernel reads velocity only with momentum (the CPU twin likewise).
-  const int64_t velocity_elements = config.momentum > 0.0f ? n : 0;
+  const int64_t velocity_elements = use_momentum ? n : 0;
   const SgdConfig settings = config;
   launch(what, stream,
          {floats(what, "weight", weight, n), floats(what, "grad", grad, n),
@@ -345,9 +347,6 @@ void adam_update(float* weight, const float* grad, float* mean, float* variance,
                  const AdamConfig& config, StreamHandle stream) {
   CAIRN_CHECK(n >= 0, "adam_update: negative size ", n);
   CAIRN_CHECK(config.step >= 1, "adam_update: step is 1-based, got ", config.step);
-  CAIRN_CHECK(
-      config.beta1 >= 0.0f && config.beta1 < 1.0f && config.beta2 >= 0.0f && config.beta2 < 1.0f,
-      "adam_update: betas must lie in [0, 1), got ", config.beta1, " and ", config.beta2);
   if (n == 0) return;
   const char* what = "adam_update";
   const AdamConfig settings = config;

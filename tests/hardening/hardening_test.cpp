@@ -18,6 +18,7 @@
 
 #include "cairn/blocks/idx.h"
 #include "cairn/blocks/safetensors.h"
+#include "support/temp_dir.h"
 #include "support/test_support.h"
 
 namespace cairn {
@@ -85,21 +86,7 @@ void write_bytes(const std::string& path, const std::string& bytes) {
 }
 
 // Each test gets a fresh directory under the system's temp directory, removed afterwards.
-class HardeningFiles : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "cairn_hardening_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  fs::path dir_;
-};
+class HardeningFiles : public testing::TempDirTest {};
 
 // ---- Shapes ----
 
@@ -305,6 +292,7 @@ TEST(Hardening, OptimizerHyperparametersAreValidated) {
   expect_error([&] { SGD nan_rate(nan); }, {"SGD", "learning_rate must be finite"});
   expect_error([] { SGD(0.1f, 1.0f); }, {"SGD", "momentum must lie in [0, 1)", "1"});
   expect_error([] { SGD(0.1f, -0.5f); }, {"SGD", "momentum must lie in [0, 1)", "-0.5"});
+  expect_error([&] { SGD(0.1f, nan); }, {"SGD", "momentum must lie in [0, 1)", "nan"});
   expect_error([&] { SGD(0.1f, 0.0f, inf); }, {"SGD", "weight_decay must be finite and >= 0"});
   expect_error([] { Adam(1e-3f, 1.0f); }, {"Adam", "beta1 must lie in [0, 1)"});
   expect_error([] { Adam(1e-3f, 0.9f, 1.5f); }, {"Adam", "beta2 must lie in [0, 1)", "1.5"});

@@ -22,6 +22,7 @@
 #include "cairn/blocks/data_loader.h"
 #include "cairn/blocks/idx.h"
 #include "cairn/blocks/safetensors.h"
+#include "support/temp_dir.h"
 #include "support/test_support.h"
 
 namespace cairn {
@@ -69,21 +70,7 @@ std::string gzip(const std::string& bytes) {
   return out;
 }
 
-class ReliabilityFiles : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern = (fs::temp_directory_path() / "cairn_reliability_XXXXXX").string();
-    ASSERT_NE(::mkdtemp(pattern.data()), nullptr) << std::strerror(errno);
-    dir_ = pattern;
-  }
-  void TearDown() override {
-    std::error_code ignored;
-    fs::remove_all(dir_, ignored);
-  }
-  std::string path(const std::string& name) const { return (dir_ / name).string(); }
-
-  fs::path dir_;
-};
+class ReliabilityFiles : public testing::TempDirTest {};
 
 // ---- 1. A long autograd graph is torn down without recursion. ----
 

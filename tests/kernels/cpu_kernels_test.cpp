@@ -3,16 +3,17 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <cstdlib>
 #include <cstdint>
+#include <cstdlib>
 #include <limits>
 #include <vector>
 
 #include "cairn/core/error.h"
-#include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/cpu/small_gemm.h"
+#include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/gemm.h"
+#include "cairn/kernels/loss.h"
 #include "cairn/kernels/lt_plan.h"
 #include "cairn/kernels/optimizer.h"
 #include "cairn/kernels/philox.h"
@@ -353,6 +354,70 @@ TEST(CpuArgmaxRows, NaNCountsAsLargest) {
 TEST(CpuArgmaxRows, RejectsZeroColumns) {
   int32_t out = 0;
   EXPECT_THROW(cpu::argmax_rows(nullptr, 1, 0, &out), Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// The semantics both twins share where float and double, or two equal maxima, would differ. The
+// same inputs are in ops_parity_test.cpp, held to the CUDA kernels.
+
+// Sums accumulate in double and round to float once: partial sums beyond FLT_MAX stay finite.
+TEST(CpuOverflow, SumsAndMeansAccumulateInDouble) {
+  const std::vector<float> pair = {3e38f, 3e38f};
+  const std::vector<float> triple = {3e38f, 3e38f, -3e38f};
+  float out = kNaN;
+  cpu::reduce_rows(ReduceOp::kMean, pair.data(), 1, 2, &out);
+  EXPECT_EQ(out, 3e38f);
+  cpu::reduce_rows(ReduceOp::kSum, triple.data(), 1, 3, &out);
+  EXPECT_EQ(out, 3e38f);
+  cpu::reduce_all(ReduceOp::kMean, pair.data(), 2, &out);
+  EXPECT_EQ(out, 3e38f);
+  cpu::reduce_all(ReduceOp::kSum, triple.data(), 3, &out);
+  EXPECT_EQ(out, 3e38f);
+  cpu::sum_columns(triple.data(), 3, 1, &out, Accumulate::kOverwrite);
+  EXPECT_EQ(out, 3e38f);
+  // A total beyond FLT_MAX still rounds to inf.
+  cpu::reduce_all(ReduceOp::kSum, pair.data(), 2, &out);
+  EXPECT_EQ(out, kInf);
+}
+
+TEST(CpuOverflow, L2LossWorksInDouble) {
+  // (2e19)^2 = 4e38 overflows float, not double: the loss is 0.5 * 4e38.
+  const float pred = 2e19f, label = 0.0f;
+  float loss = kNaN;
+  cpu::l2_loss_forward(&pred, &label, 1, 1, &loss);
+  EXPECT_EQ(loss, static_cast<float>(0.5 * double(2e19f) * double(2e19f)));
+  EXPECT_TRUE(std::isfinite(loss));
+  // 3e38 - (-3e38) = 6e38 overflows float, not double: / 4 columns it is finite again.
+  const std::vector<float> preds = {3e38f, 1.0f, 2.0f, 3.0f};
+  const std::vector<float> labels = {-3e38f, 1.0f, 2.0f, 3.0f};
+  const float dloss = 1.0f;
+  std::vector<float> dpred(4, kNaN);
+  cpu::l2_loss_backward(preds.data(), labels.data(), &dloss, 1, 4, dpred.data());
+  EXPECT_EQ(dpred[0], static_cast<float>(0.25 * (double(3e38f) + double(3e38f))));
+  EXPECT_EQ(dpred[1], 0.0f);
+}
+
+// +0 is above -0, whatever the order, and argmax points at the element max returns.
+TEST(CpuSignedZero, MaxIsPositiveZeroAndArgmaxPointsAtIt) {
+  for (const std::vector<float>& x : {std::vector<float>{-0.0f, 0.0f}, {0.0f, -0.0f}}) {
+    float out = kNaN;
+    cpu::reduce_rows(ReduceOp::kMax, x.data(), 1, 2, &out);
+    EXPECT_EQ(out, 0.0f);
+    EXPECT_FALSE(std::signbit(out));
+    cpu::reduce_all(ReduceOp::kMax, x.data(), 2, &out);
+    EXPECT_FALSE(std::signbit(out));
+    int32_t index = -1;
+    cpu::argmax_rows(x.data(), 1, 2, &index);
+    EXPECT_EQ(index, x[0] == 0.0f && !std::signbit(x[0]) ? 0 : 1);
+  }
+  // All -0: the max is -0 and the first one wins.
+  const std::vector<float> negative = {-0.0f, -0.0f, -0.0f};
+  float out = kNaN;
+  cpu::reduce_rows(ReduceOp::kMax, negative.data(), 1, 3, &out);
+  EXPECT_TRUE(std::signbit(out));
+  int32_t index = -1;
+  cpu::argmax_rows(negative.data(), 1, 3, &index);
+  EXPECT_EQ(index, 0);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -11,12 +11,14 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <limits>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/gemm.h"
+#include "cairn/kernels/loss.h"
 #include "cairn/kernels/optimizer.h"
 #include "cairn/kernels/random.h"
 #include "cairn/kernels/reduce.h"
@@ -44,6 +46,7 @@ const Device kCpu = Device::cpu();
 Device gpu() { return Device::cuda(0); }  // a function: no CUDA-related work at static init
 cuda::Stream stream() { return cuda::current_stream(gpu()); }
 
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 constexpr int64_t kBig = (int64_t(1) << 20) + 3;
 const std::vector<int64_t> kSizes = {0, 1, 7, 97, 1031, kBig};
 
@@ -91,7 +94,8 @@ Tensor workspace(size_t bytes) {
   return Tensor::empty({std::max<int64_t>(1, int64_t((bytes + 3) / 4))}, gpu());
 }
 
-// Reduction tolerance: CUB and the row kernels sum in float in a tree; the CPU twin in double.
+// Reduction tolerance: both twins sum in double, CUB and the row kernels in a tree, the CPU in
+// order, so they differ by the order of their roundings (and the GPU's fused multiply-adds).
 double reduce_atol(int64_t n) { return 1e-4 * std::max(1.0, std::sqrt(double(n)) / 8.0); }
 
 bool same_bits(const std::vector<float>& a, const std::vector<float>& b) {
@@ -348,6 +352,119 @@ TEST_F(KernelParity, ArgmaxRowsWithTies) {
   }
 }
 
+// The inputs where the twins once disagreed (issue 19), each held to the CPU twin bit for bit: the
+// results are exact in double, so accumulation order cannot move them.
+// Sums accumulate in double on both devices, rounding to float once.
+TEST_F(KernelParity, SumsBeyondFloatRangeInTheMiddleStayFinite) {
+  const std::vector<float> pair = {3e38f, 3e38f}, triple = {3e38f, 3e38f, -3e38f};
+  const Pair x2 = pair_of(Tensor::from_vector(pair, {2}, kCpu));
+  const Pair x3 = pair_of(Tensor::from_vector(triple, {3}, kCpu));
+  const auto rows = [&](ReduceOp op, const Pair& x, int64_t cols) {
+    float expected = kNaN;
+    kc::reduce_rows(op, x.host.data(), 1, cols, &expected);
+    Tensor out = poisoned_gpu({1});
+    kg::reduce_rows(op, x.device.data(), 1, cols, out.data(), stream());
+    EXPECT_TRUE(same_bits(out.to_vector(), {expected})) << out.to_vector()[0] << " vs " << expected;
+    EXPECT_EQ(expected, 3e38f);
+  };
+  const auto all = [&](ReduceOp op, const Pair& x, int64_t n) {
+    float expected = kNaN;
+    kc::reduce_all(op, x.host.data(), n, &expected);
+    const size_t bytes = kg::reduce_all_workspace_bytes(op, n);
+    Tensor scratch = workspace(bytes);
+    Tensor out = poisoned_gpu({1});
+    kg::reduce_all(op, x.device.data(), n, out.data(), scratch.raw_data(), bytes, stream());
+    EXPECT_TRUE(same_bits(out.to_vector(), {expected})) << out.to_vector()[0] << " vs " << expected;
+    EXPECT_EQ(expected, 3e38f);
+  };
+  rows(ReduceOp::kMean, x2, 2);
+  rows(ReduceOp::kSum, x3, 3);
+  all(ReduceOp::kMean, x2, 2);
+  all(ReduceOp::kSum, x3, 3);
+  // Down a column too (the bias gradient), on the one-pass and the two-pass paths.
+  for (int64_t rows_count : {int64_t(3), int64_t(70001)}) {
+    SCOPED_TRACE("sum_columns rows " + std::to_string(rows_count));
+    std::vector<float> column(size_t(rows_count), 0.0f);
+    column[0] = 3e38f;
+    column[1] = 3e38f;
+    column[size_t(rows_count) - 1] = -3e38f;
+    const Pair x = pair_of(Tensor::from_vector(column, {rows_count}, kCpu));
+    float expected = kNaN;
+    kc::sum_columns(x.host.data(), rows_count, 1, &expected, Accumulate::kOverwrite);
+    const size_t bytes = kg::sum_columns_workspace_bytes(rows_count, 1);
+    Tensor scratch = workspace(bytes);
+    Tensor out = poisoned_gpu({1});
+    kg::sum_columns(x.device.data(), rows_count, 1, out.data(), Accumulate::kOverwrite,
+                    scratch.raw_data(), bytes, stream());
+    EXPECT_TRUE(same_bits(out.to_vector(), {expected})) << out.to_vector()[0] << " vs " << expected;
+    EXPECT_EQ(expected, 3e38f);
+  }
+}
+
+TEST_F(KernelParity, L2LossBeyondFloatRangeInTheMiddleStaysFinite) {
+  {
+    // (2e19 - 0)^2 = 4e38: beyond float, not double.
+    const Pair pred = pair_of(Tensor::from_vector({2e19f}, {1}, kCpu));
+    const Pair label = pair_of(Tensor::zeros({1}, kCpu));
+    float expected = kNaN;
+    kc::l2_loss_forward(pred.host.data(), label.host.data(), 1, 1, &expected);
+    Tensor out = poisoned_gpu({1});
+    kg::l2_loss_forward(pred.device.data(), label.device.data(), 1, 1, out.data(), stream());
+    EXPECT_TRUE(std::isfinite(expected));
+    EXPECT_TRUE(same_bits(out.to_vector(), {expected})) << out.to_vector()[0] << " vs " << expected;
+  }
+  {
+    // 3e38 - (-3e38) = 6e38 in double; / 4 columns back in float range.
+    const Pair pred = pair_of(Tensor::from_vector({3e38f, 1.0f, -2.0f, 0.5f}, {1, 4}, kCpu));
+    const Pair label = pair_of(Tensor::from_vector({-3e38f, 0.0f, 1.0f, 0.5f}, {1, 4}, kCpu));
+    const Pair dloss = pair_of(Tensor::ones({1}, kCpu));
+    std::vector<float> expected(4, kNaN);
+    kc::l2_loss_backward(pred.host.data(), label.host.data(), dloss.host.data(), 1, 4,
+                         expected.data());
+    Tensor out = poisoned_gpu({1, 4});
+    kg::l2_loss_backward(pred.device.data(), label.device.data(), dloss.device.data(), 1, 4,
+                         out.data(), stream());
+    EXPECT_TRUE(std::isfinite(expected[0]));
+    EXPECT_TRUE(same_bits(out.to_vector(), expected));
+  }
+}
+
+// +0 is above -0 on both devices whatever the order or the team that combines them, and argmax
+// points at the element max returns.
+TEST_F(KernelParity, MaxOfSignedZerosIsPositiveZero) {
+  struct Case {
+    int64_t cols, positive_at;  // -0 everywhere else; -1: nowhere
+  };
+  // Two elements either way round; a warp-wide row and a block-wide row, +0 on another lane.
+  for (const Case c : {Case{2, 1}, Case{2, 0}, Case{64, 37}, Case{300, 299}, Case{300, -1}}) {
+    SCOPED_TRACE("cols " + std::to_string(c.cols) + " +0 at " + std::to_string(c.positive_at));
+    std::vector<float> values(size_t(c.cols), -0.0f);
+    if (c.positive_at >= 0) values[size_t(c.positive_at)] = 0.0f;
+    const Pair x = pair_of(Tensor::from_vector(values, {1, c.cols}, kCpu));
+    float expected = kNaN;
+    kc::reduce_rows(ReduceOp::kMax, x.host.data(), 1, c.cols, &expected);
+    EXPECT_EQ(std::signbit(expected), c.positive_at < 0);
+    Tensor out = poisoned_gpu({1});
+    kg::reduce_rows(ReduceOp::kMax, x.device.data(), 1, c.cols, out.data(), stream());
+    EXPECT_TRUE(same_bits(out.to_vector(), {expected})) << "reduce_rows";
+    float expected_all = kNaN;
+    kc::reduce_all(ReduceOp::kMax, x.host.data(), c.cols, &expected_all);
+    EXPECT_TRUE(same_bits({expected_all}, {expected}));
+    const size_t bytes = kg::reduce_all_workspace_bytes(ReduceOp::kMax, c.cols);
+    Tensor scratch = workspace(bytes);
+    kg::reduce_all(ReduceOp::kMax, x.device.data(), c.cols, out.data(), scratch.raw_data(), bytes,
+                   stream());
+    EXPECT_TRUE(same_bits(out.to_vector(), {expected})) << "reduce_all";
+    int32_t expected_index = -1;
+    kc::argmax_rows(x.host.data(), 1, c.cols, &expected_index);
+    EXPECT_EQ(expected_index, std::max<int64_t>(c.positive_at, 0));
+    PoisonGuard poison_ints;
+    Tensor index = Tensor::empty({1}, gpu(), DType::kInt32);
+    kg::argmax_rows(x.device.data(), 1, c.cols, index.data_int32(), stream());
+    EXPECT_EQ(index.to_int32_vector(), std::vector<int32_t>{expected_index});
+  }
+}
+
 TEST_F(KernelParity, SoftmaxRowsAndBackward) {
   std::vector<RowsCols> shapes = kRowShapes;
   shapes.push_back({4, 0});
@@ -481,7 +598,9 @@ TEST_F(KernelParity, UniformIsBitIdenticalAndNormalAgreesToRoundoff) {
 
 TEST_F(KernelParity, SgdUpdates) {
   for (int64_t n : kSizes) {
-    for (float momentum : {0.0f, 0.9f}) {
+    // -0.5 and NaN: out of range, refused by SGD itself (blocks/optimizer.cpp) for both devices;
+    // the kernels compute what the config says, the same on both.
+    for (float momentum : {0.0f, 0.9f, -0.5f, kNaN}) {
       SCOPED_TRACE("n=" + std::to_string(n) + " momentum=" + std::to_string(momentum));
       kernels::SgdConfig config;
       config.learning_rate = 0.1f;
@@ -492,10 +611,10 @@ TEST_F(KernelParity, SgdUpdates) {
       const Pair g = random_pair({n}, 221);
       Pair v = random_pair({n}, 222, -0.1f, 0.1f);
       for (int step = 0; step < 2; ++step) {
-        kc::sgd_update(w.host.data(), g.host.data(), momentum > 0 ? v.host.data() : nullptr, n,
-                       config);
-        kg::sgd_update(w.device.data(), g.device.data(), momentum > 0 ? v.device.data() : nullptr,
-                       n, config, stream());
+        const bool velocity = momentum != 0.0f;
+        kc::sgd_update(w.host.data(), g.host.data(), velocity ? v.host.data() : nullptr, n, config);
+        kg::sgd_update(w.device.data(), g.device.data(), velocity ? v.device.data() : nullptr, n,
+                       config, stream());
       }
       expect_close(w.device.to_vector(), w.host.to_vector(), 1e-6, 1e-5, "weight");
       expect_close(v.device.to_vector(), v.host.to_vector(), 1e-6, 1e-5, "velocity");
@@ -504,9 +623,18 @@ TEST_F(KernelParity, SgdUpdates) {
 }
 
 TEST_F(KernelParity, AdamUpdates) {
-  for (int64_t n : kSizes) {
-    SCOPED_TRACE(n);
+  struct Case {
+    int64_t n;
+    float beta1;
+  };
+  std::vector<Case> cases;
+  for (int64_t n : kSizes) cases.push_back({n, 0.9f});
+  // beta1 = 1: refused by Adam itself for both devices; the kernels compute the same NaNs (0 / 0).
+  cases.push_back({97, 1.0f});
+  for (const auto& [n, beta1] : cases) {
+    SCOPED_TRACE(std::to_string(n) + " beta1 " + std::to_string(beta1));
     kernels::AdamConfig config;
+    config.beta1 = beta1;
     config.learning_rate = 0.01f;
     config.weight_decay = 0.001f;
     config.grad_scale = 0.5f;
