@@ -35,6 +35,10 @@ Tensor abs(const Tensor& x);
 Tensor square(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor tanh(const Tensor& x);
+// PyTorch's gelu(x, approximate='none' | 'tanh')
+enum class GeluApproximation { kNone, kTanh };
+Tensor gelu(const Tensor& x, GeluApproximation approximation = GeluApproximation::kNone);
+Tensor silu(const Tensor& x);  // x * sigmoid(x)
 // x op s for every element: the binary ops with a scalar operand by value
 Tensor add_scalar(const Tensor& x, float s);
 Tensor mul_scalar(const Tensor& x, float s);

@@ -50,7 +50,10 @@ namespace cairn::kernels {
   X(Sign)                  \
   X(Square)                \
   X(Sigmoid)               \
-  X(Tanh)
+  X(Tanh)                  \
+  X(Gelu)                  \
+  X(GeluTanh)              \
+  X(Silu)
 
 #define CAIRN_BINARY_OPS(X) \
   X(Add)                    \
@@ -175,6 +178,10 @@ CAIRN_HOST_DEVICE inline float erf_f(float x) {
 }
 
 constexpr float kNoKink = std::numeric_limits<float>::quiet_NaN();
+constexpr double kSqrt1_2 = 0.70710678118654752440;  // 1 / sqrt(2)
+constexpr double kSqrt2OverPi = 0.79788456080286535588;
+constexpr double kInvSqrt2Pi = 0.39894228040143267794;  // 1 / sqrt(2 pi)
+constexpr double kGeluKappa = 0.044715;
 
 // ---- unary rows ----
 
@@ -328,6 +335,91 @@ struct Tanh {
     return nan_rule(dy, y, mul_rn(dy, sub_rn(1.0f, mul_rn(y, y))));
   }
   static double reference(double x) { return std::tanh(x); }
+};
+
+// GELU, PyTorch's approximate='none': x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)).
+struct Gelu {
+  static constexpr const char* kName = "gelu";
+  static constexpr float kLow = -5.0f, kHigh = 5.0f, kKink = kNoKink;
+  static constexpr int kUlps = 4;
+  static constexpr double kAtol = 2e-7;  // 1 + erf cancels for x << 0
+  static constexpr Saves kSaves = Saves::kInput;
+  static constexpr bool kActivation = true;
+  static CAIRN_HOST_DEVICE float forward(float x) {
+    if (x == -std::numeric_limits<float>::infinity()) return -0.0f;  // the limit, not -inf * 0
+    return nan_rule(x, x * 0.5f * (1.0f + erf_f(x * float(kSqrt1_2))));
+  }
+  // dy * (Phi(x) + x phi(x)).
+  static CAIRN_HOST_DEVICE float backward(float x, float, float dy) {
+    if (x == std::numeric_limits<float>::infinity()) return dy;
+    if (x == -std::numeric_limits<float>::infinity()) return dy * 0.0f;
+    const float cdf = 0.5f * (1.0f + erf_f(x * float(kSqrt1_2)));
+    const float pdf = float(kInvSqrt2Pi) * exp_f(-0.5f * x * x);
+    return nan_rule(dy, x, dy * (cdf + x * pdf));
+  }
+  static double reference(double x) {
+    if (std::isinf(x)) return x > 0 ? x : -0.0;
+    return 0.5 * x * std::erfc(-x * kSqrt1_2);  // erfc: no cancellation for x << 0
+  }
+};
+
+// GELU, PyTorch's approximate='tanh': 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+struct GeluTanh {
+  static constexpr const char* kName = "gelu_tanh";
+  static constexpr float kLow = -5.0f, kHigh = 5.0f, kKink = kNoKink;
+  static constexpr int kUlps = 4;
+  static constexpr double kAtol = 2e-7;
+  static constexpr Saves kSaves = Saves::kInput;
+  static constexpr bool kActivation = true;
+  static CAIRN_HOST_DEVICE float forward(float x) {
+    if (x == -std::numeric_limits<float>::infinity()) return -0.0f;
+    const float inner = float(kSqrt2OverPi) * (x + float(kGeluKappa) * x * x * x);
+    return nan_rule(x, 0.5f * x * (1.0f + tanh_f(inner)));
+  }
+  static CAIRN_HOST_DEVICE float backward(float x, float, float dy) {
+    // Beyond |x| = 10 tanh is +-1 in float and the formula gives exactly 1 or 0; its x^2 would
+    // overflow (inf * 0) long before |x| = inf.
+    if (x >= 10.0f) return dy;
+    if (x <= -10.0f) return dy * 0.0f;
+    const float x_sq = x * x;
+    const float tanh_inner = tanh_f(float(kSqrt2OverPi) * (x + float(kGeluKappa) * x_sq * x));
+    const float left = 0.5f * x;
+    const float right = 1.0f + tanh_inner;
+    const float left_derivative = 0.5f * right;
+    const float tanh_derivative = 1.0f - tanh_inner * tanh_inner;
+    const float inner_derivative = float(kSqrt2OverPi) * (1.0f + 3.0f * float(kGeluKappa) * x_sq);
+    const float right_derivative = left * tanh_derivative * inner_derivative;
+    return nan_rule(dy, x, dy * (left_derivative + right_derivative));
+  }
+  static double reference(double x) {
+    if (std::isinf(x)) return x > 0 ? x : -0.0;
+    return 0.5 * x * (1.0 + std::tanh(kSqrt2OverPi * (x + kGeluKappa * x * x * x)));
+  }
+};
+
+// SiLU (swish): x * sigmoid(x).
+struct Silu {
+  static constexpr const char* kName = "silu";
+  static constexpr float kLow = -8.0f, kHigh = 8.0f, kKink = kNoKink;
+  static constexpr int kUlps = 4;
+  static constexpr double kAtol = 1e-37;  // sigmoid(x) is subnormal below x = -87: few bits left
+  static constexpr Saves kSaves = Saves::kInput;
+  static constexpr bool kActivation = true;
+  static CAIRN_HOST_DEVICE float forward(float x) {
+    if (x == -std::numeric_limits<float>::infinity()) return -0.0f;
+    return nan_rule(x, x * Sigmoid::forward(x));
+  }
+  // dy * s (1 + x (1 - s)) with s = sigmoid(x), as PyTorch writes it.
+  static CAIRN_HOST_DEVICE float backward(float x, float, float dy) {
+    if (x == std::numeric_limits<float>::infinity()) return dy;
+    if (x == -std::numeric_limits<float>::infinity()) return dy * 0.0f;
+    const float s = Sigmoid::forward(x);
+    return nan_rule(dy, x, dy * s * (1.0f + x * (1.0f - s)));
+  }
+  static double reference(double x) {
+    if (std::isinf(x)) return x > 0 ? x : -0.0;
+    return x / (1.0 + std::exp(-x));
+  }
 };
 
 // ---- binary rows: y = a op b, also the scalar ops (x + s, s - x: ScalarSide) ----

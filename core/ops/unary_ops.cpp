@@ -77,5 +77,9 @@ Tensor abs(const Tensor& x) { return unary(UnaryOp::kAbs, x); }
 Tensor square(const Tensor& x) { return unary(UnaryOp::kSquare, x); }
 Tensor sigmoid(const Tensor& x) { return unary(UnaryOp::kSigmoid, x); }
 Tensor tanh(const Tensor& x) { return unary(UnaryOp::kTanh, x); }
+Tensor gelu(const Tensor& x, GeluApproximation approximation) {
+  return unary(approximation == GeluApproximation::kTanh ? UnaryOp::kGeluTanh : UnaryOp::kGelu, x);
+}
+Tensor silu(const Tensor& x) { return unary(UnaryOp::kSilu, x); }
 
 }  // namespace cairn::ops
