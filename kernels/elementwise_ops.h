@@ -10,6 +10,8 @@
 //   kUlps            0: bit-exact between the CPU and any GPU (correctly rounded IEEE operations
 //                    and selects only); else the bound against `reference` in ulps (with kAtol as
 //                    an absolute floor where the formula cancels), on either device
+//   kBackwardUlps    the same for backward between the devices, given the same x, y and dy
+//                    (0 for rows whose backward is arithmetic on the saved x or y)
 //   kKink            where the derivative jumps (finite-difference tests stay away), or NaN
 //   kActivation      whether Activation("<kName>") and Dense(..., "<kName>") accept it
 // and its entry in CAIRN_UNARY_OPS / CAIRN_BINARY_OPS, which generates the enum, both backends'
@@ -189,6 +191,7 @@ struct Relu {
   static constexpr const char* kName = "relu";
   static constexpr float kLow = -3.0f, kHigh = 3.0f, kKink = 0.0f;
   static constexpr int kUlps = 0;
+  static constexpr int kBackwardUlps = 0;
   static constexpr double kAtol = 0.0;
   static constexpr Saves kSaves = Saves::kInput;
   static constexpr bool kActivation = true;
@@ -204,6 +207,7 @@ struct Neg {
   static constexpr const char* kName = "neg";
   static constexpr float kLow = -3.0f, kHigh = 3.0f, kKink = kNoKink;
   static constexpr int kUlps = 0;
+  static constexpr int kBackwardUlps = 0;
   static constexpr double kAtol = 0.0;
   static constexpr Saves kSaves = Saves::kNothing;
   static constexpr bool kActivation = false;
@@ -217,6 +221,7 @@ struct Exp {
   static constexpr const char* kName = "exp";
   static constexpr float kLow = -8.0f, kHigh = 8.0f, kKink = kNoKink;
   static constexpr int kUlps = 2;
+  static constexpr int kBackwardUlps = 0;
   static constexpr double kAtol = 0.0;
   static constexpr Saves kSaves = Saves::kOutput;
   static constexpr bool kActivation = false;
@@ -231,6 +236,7 @@ struct Log {
   static constexpr const char* kName = "log";
   static constexpr float kLow = 0.05f, kHigh = 8.0f, kKink = kNoKink;
   static constexpr int kUlps = 2;
+  static constexpr int kBackwardUlps = 0;
   static constexpr double kAtol = 0.0;
   static constexpr Saves kSaves = Saves::kInput;
   static constexpr bool kActivation = false;
@@ -245,6 +251,7 @@ struct Sqrt {
   static constexpr const char* kName = "sqrt";
   static constexpr float kLow = 0.05f, kHigh = 8.0f, kKink = kNoKink;
   static constexpr int kUlps = 0;  // correctly rounded on both (nvcc's default -prec-sqrt=true)
+  static constexpr int kBackwardUlps = 0;
   static constexpr double kAtol = 0.0;
   static constexpr Saves kSaves = Saves::kOutput;
   static constexpr bool kActivation = false;
@@ -259,6 +266,7 @@ struct Sign {
   static constexpr const char* kName = "sign";
   static constexpr float kLow = -3.0f, kHigh = 3.0f, kKink = 0.0f;
   static constexpr int kUlps = 0;
+  static constexpr int kBackwardUlps = 0;
   static constexpr double kAtol = 0.0;
   static constexpr Saves kSaves = Saves::kNothing;
   static constexpr bool kActivation = false;
@@ -276,6 +284,7 @@ struct Abs {
   static constexpr const char* kName = "abs";
   static constexpr float kLow = -3.0f, kHigh = 3.0f, kKink = 0.0f;
   static constexpr int kUlps = 0;
+  static constexpr int kBackwardUlps = 0;
   static constexpr double kAtol = 0.0;
   static constexpr Saves kSaves = Saves::kInput;
   static constexpr bool kActivation = false;
@@ -291,6 +300,7 @@ struct Square {
   static constexpr const char* kName = "square";
   static constexpr float kLow = -3.0f, kHigh = 3.0f, kKink = kNoKink;
   static constexpr int kUlps = 0;
+  static constexpr int kBackwardUlps = 0;
   static constexpr double kAtol = 0.0;
   static constexpr Saves kSaves = Saves::kInput;
   static constexpr bool kActivation = false;
@@ -305,6 +315,7 @@ struct Sigmoid {
   static constexpr const char* kName = "sigmoid";
   static constexpr float kLow = -8.0f, kHigh = 8.0f, kKink = kNoKink;
   static constexpr int kUlps = 4;
+  static constexpr int kBackwardUlps = 0;
   static constexpr double kAtol = 0.0;
   static constexpr Saves kSaves = Saves::kOutput;
   static constexpr bool kActivation = true;
@@ -326,6 +337,7 @@ struct Tanh {
   static constexpr const char* kName = "tanh";
   static constexpr float kLow = -4.0f, kHigh = 4.0f, kKink = kNoKink;
   static constexpr int kUlps = 2;
+  static constexpr int kBackwardUlps = 0;
   static constexpr double kAtol = 0.0;
   static constexpr Saves kSaves = Saves::kOutput;
   static constexpr bool kActivation = true;
@@ -342,6 +354,7 @@ struct Gelu {
   static constexpr const char* kName = "gelu";
   static constexpr float kLow = -5.0f, kHigh = 5.0f, kKink = kNoKink;
   static constexpr int kUlps = 4;
+  static constexpr int kBackwardUlps = 8;
   static constexpr double kAtol = 2e-7;  // 1 + erf cancels for x << 0
   static constexpr Saves kSaves = Saves::kInput;
   static constexpr bool kActivation = true;
@@ -368,6 +381,7 @@ struct GeluTanh {
   static constexpr const char* kName = "gelu_tanh";
   static constexpr float kLow = -5.0f, kHigh = 5.0f, kKink = kNoKink;
   static constexpr int kUlps = 4;
+  static constexpr int kBackwardUlps = 8;
   static constexpr double kAtol = 2e-7;
   static constexpr Saves kSaves = Saves::kInput;
   static constexpr bool kActivation = true;
@@ -402,6 +416,7 @@ struct Silu {
   static constexpr const char* kName = "silu";
   static constexpr float kLow = -8.0f, kHigh = 8.0f, kKink = kNoKink;
   static constexpr int kUlps = 4;
+  static constexpr int kBackwardUlps = 8;
   static constexpr double kAtol = 1e-37;  // sigmoid(x) is subnormal below x = -87: few bits left
   static constexpr Saves kSaves = Saves::kInput;
   static constexpr bool kActivation = true;
@@ -460,17 +475,17 @@ struct UnaryOpInfo {
   UnaryOp op;
   const char* name;
   float low, high, kink;
-  int ulps;
+  int ulps, backward_ulps;
   double atol;
   Saves saves;
   bool activation;
   double (*reference)(double);
 };
 
-#define CAIRN_UNARY_OP_INFO(Row)                                                         \
-  UnaryOpInfo{UnaryOp::k##Row,      ew::Row::kName,     ew::Row::kLow,  ew::Row::kHigh,  \
-              ew::Row::kKink,       ew::Row::kUlps,     ew::Row::kAtol, ew::Row::kSaves, \
-              ew::Row::kActivation, &ew::Row::reference},
+#define CAIRN_UNARY_OP_INFO(Row)                                                             \
+  UnaryOpInfo{UnaryOp::k##Row, ew::Row::kName,       ew::Row::kLow,          ew::Row::kHigh, \
+              ew::Row::kKink,  ew::Row::kUlps,       ew::Row::kBackwardUlps, ew::Row::kAtol, \
+              ew::Row::kSaves, ew::Row::kActivation, &ew::Row::reference},
 inline constexpr UnaryOpInfo kUnaryOps[] = {CAIRN_UNARY_OPS(CAIRN_UNARY_OP_INFO)};
 #undef CAIRN_UNARY_OP_INFO
 
