@@ -73,7 +73,7 @@ void BM_gpu_relu_forward(benchmark::State& state) {
     auto x = std::make_shared<std::vector<Tensor>>(device_sets(sets, {n}, 1));
     auto y = std::make_shared<std::vector<Tensor>>(empty_sets(sets, {n}));
     return [=](int s, cudaStream_t stream) {
-      kc::unary(UnaryOp::kRelu, (*x)[size_t(s)].data(), (*y)[size_t(s)].data(), n, 0.0f, stream);
+      kc::unary(UnaryOp::kRelu, (*x)[size_t(s)].data(), (*y)[size_t(s)].data(), n, stream);
     };
   });
 }
@@ -86,7 +86,8 @@ void BM_gpu_relu_backward(benchmark::State& state) {
     auto dx = std::make_shared<std::vector<Tensor>>(empty_sets(sets, {n}));
     return [=](int s, cudaStream_t stream) {
       const size_t i = size_t(s);
-      kc::relu_backward((*x)[i].data(), (*dy)[i].data(), (*dx)[i].data(), n, stream);
+      kc::unary_backward(UnaryOp::kRelu, (*x)[i].data(), nullptr, (*dy)[i].data(), (*dx)[i].data(),
+                         n, stream);
     };
   });
 }
@@ -336,7 +337,7 @@ void BM_cpu_relu_forward(benchmark::State& state) {
   const int64_t n = rows_of(state) * cols_of(state);
   const Tensor x = cpu_random({n}, 1), y = Tensor::empty({n}, Device::cpu());
   cpu_kernel(state, 2 * n * kF,
-             [&] { kernels::cpu::unary(UnaryOp::kRelu, x.data(), y.data(), n, 0); });
+             [&] { kernels::cpu::unary(UnaryOp::kRelu, x.data(), y.data(), n); });
 }
 
 void BM_cpu_bias_add(benchmark::State& state) {

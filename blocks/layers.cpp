@@ -1,9 +1,48 @@
 #include "cairn/blocks/layers.h"
 
+#include <optional>
+
 #include "cairn/core/error.h"
 #include "cairn/core/ops.h"
+#include "cairn/kernels/elementwise_ops.h"
 
 namespace cairn {
+namespace {
+
+// The activation registry: the op table's rows marked kActivation, by their names. nullopt is the
+// identity ("" and "linear").
+struct ActivationRegistry {
+  std::vector<std::string> names;
+  std::vector<std::optional<kernels::UnaryOp>> ops;
+
+  ActivationRegistry() {
+    names.push_back("linear");
+    ops.push_back(std::nullopt);
+    for (const kernels::UnaryOpInfo& row : kernels::kUnaryOps) {
+      if (!row.activation) continue;
+      names.push_back(row.name);
+      ops.push_back(row.op);
+    }
+  }
+
+  // The entry for `name`, or throws listing every name.
+  std::optional<kernels::UnaryOp> find(const std::string& name) const {
+    if (name.empty()) return std::nullopt;
+    for (size_t i = 0; i < names.size(); ++i) {
+      if (names[i] == name) return ops[i];
+    }
+    std::string known;
+    for (const std::string& n : names) known += (known.empty() ? "" : ", ") + n;
+    CAIRN_FAIL("Activation: unknown activation '", name, "' (known: ", known, ")");
+  }
+};
+
+const ActivationRegistry& registry() {
+  static const ActivationRegistry instance;
+  return instance;
+}
+
+}  // namespace
 
 // ---- Sequential ----
 
@@ -21,21 +60,17 @@ Tensor Sequential::forward(const Tensor& x) {
 
 // ---- Activation ----
 
-void Activation::validate(const std::string& name) {
-  CAIRN_CHECK(
-      name.empty() || name == "linear" || name == "relu" || name == "sigmoid" || name == "tanh",
-      "Activation: unknown activation '", name, "' (known: relu, sigmoid, tanh, linear)");
-}
+void Activation::validate(const std::string& name) { registry().find(name); }
+
+const std::vector<std::string>& Activation::names() { return registry().names; }
 
 Activation::Activation(std::string name) : Block("Activation"), name_(std::move(name)) {
   validate(name_);
 }
 
 Tensor Activation::apply(const std::string& name, const Tensor& x) {
-  if (name == "relu") return ops::relu(x);
-  if (name == "sigmoid") return ops::sigmoid(x);
-  if (name == "tanh") return ops::tanh(x);
-  return x;
+  const std::optional<kernels::UnaryOp> op = registry().find(name);
+  return op ? ops::unary(*op, x) : x;
 }
 
 Tensor Activation::forward(const Tensor& x) { return apply(name_, x); }

@@ -4,6 +4,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "cairn/blocks/block.h"
 
@@ -32,7 +33,9 @@ class Sequential : public Block {
   Tensor forward(const Tensor& x) override;
 };
 
-// Activation by name: "relu", "sigmoid", "tanh", or "" / "linear" for the identity.
+// Activation by name: one registry, names() lists it: every row of the op table
+// (kernels/elementwise_ops.h) marked as an activation ("relu", "sigmoid", "tanh", ...), and "" /
+// "linear" for the identity.
 class Activation : public Block {
  public:
   explicit Activation(std::string name);
@@ -42,7 +45,9 @@ class Activation : public Block {
 
   // The same function as a plain call, for layers that fuse an activation.
   static Tensor apply(const std::string& name, const Tensor& x);
+  // Throws naming the valid names unless `name` is one of them.
   static void validate(const std::string& name);
+  static const std::vector<std::string>& names();
 
  private:
   std::string name_;

@@ -11,11 +11,21 @@
 #include "cairn/core/tensor.h"
 #include "cairn/kernels/gemm.h"
 
+namespace cairn::kernels {
+// The op table's enum (kernels/elementwise_ops.h), declared only: a new row recompiles the files
+// that include the table, not every user of the ops.
+enum class UnaryOp;
+}  // namespace cairn::kernels
+
 namespace cairn::ops {
 
 using kernels::Transpose;
+using kernels::UnaryOp;
 
 // ---- Unary, elementwise ----
+// Any row of the op table (kernels/elementwise_ops.h), recorded with the row's backward: what the
+// named ops below are, and what the table-driven tests call.
+Tensor unary(UnaryOp op, const Tensor& x);
 Tensor relu(const Tensor& x);
 Tensor neg(const Tensor& x);
 Tensor exp(const Tensor& x);
@@ -25,6 +35,11 @@ Tensor abs(const Tensor& x);
 Tensor square(const Tensor& x);
 Tensor sigmoid(const Tensor& x);
 Tensor tanh(const Tensor& x);
+// PyTorch's gelu(x, approximate='none' | 'tanh')
+enum class GeluApproximation { kNone, kTanh };
+Tensor gelu(const Tensor& x, GeluApproximation approximation = GeluApproximation::kNone);
+Tensor silu(const Tensor& x);  // x * sigmoid(x)
+// x op s for every element: the binary ops with a scalar operand by value
 Tensor add_scalar(const Tensor& x, float s);
 Tensor mul_scalar(const Tensor& x, float s);
 Tensor div_scalar(const Tensor& x, float s);

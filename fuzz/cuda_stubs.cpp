@@ -29,13 +29,17 @@ bool dense_weight_backward(LtHandle, const float*, const float*, float*, float*,
 }
 void fill(float*, int64_t, float, StreamHandle) { no_cuda("fill"); }
 void fill_int32(int32_t*, int64_t, int32_t, StreamHandle) { no_cuda("fill_int32"); }
-void unary(UnaryOp, const float*, float*, int64_t, float, StreamHandle) { no_cuda("unary"); }
+void unary(UnaryOp, const float*, float*, int64_t, StreamHandle) { no_cuda("unary"); }
+void unary_backward(UnaryOp, const float*, const float*, const float*, float*, int64_t,
+                    StreamHandle) {
+  no_cuda("unary_backward");
+}
 void binary(BinaryOp, const float*, const float*, float*, int64_t, int64_t, Broadcast,
             StreamHandle) {
   no_cuda("binary");
 }
-void relu_backward(const float*, const float*, float*, int64_t, StreamHandle) {
-  no_cuda("relu_backward");
+void binary_scalar(BinaryOp, const float*, float, ScalarSide, float*, int64_t, StreamHandle) {
+  no_cuda("binary_scalar");
 }
 void gemm(const ColumnMajorGemmPlan&, BlasHandle) { no_cuda("gemm"); }
 void scale_matrix(float*, int64_t, int64_t, int64_t, float, StreamHandle) {

@@ -1,34 +1,17 @@
-// Elementwise families: fill, unary maps, binary maps with broadcast, ReLU backward.
+// Elementwise families: fill, unary maps and their backward, binary maps with broadcast or with a
+// scalar.
 //
-// One scalar function per op, one templated grid-stride kernel per family (kernels/cuda/), and the
-// same scalar functions applied in a plain loop on the CPU (kernels/cpu/).
+// The ops themselves are rows of kernels/elementwise_ops.h: one scalar function per op, written
+// once and instantiated by one templated grid-stride kernel per family (kernels/cuda/) and by a
+// plain loop per family on the CPU (kernels/cpu/).
 #pragma once
 
 #include <cstdint>
 
 #include "cairn/kernels/common.h"
+#include "cairn/kernels/elementwise_ops.h"
 
 namespace cairn::kernels {
-
-// y = f(x) elementwise; `scalar` is the s of the *Scalar ops and ignored by the others.
-enum class UnaryOp {
-  kRelu,        // max(x, 0)
-  kNeg,         // -x
-  kExp,         // exp(x)
-  kLog,         // log(x)
-  kSqrt,        // sqrt(x)
-  kAbs,         // |x|
-  kSign,        // -1, 0 or +1
-  kSquare,      // x * x
-  kSigmoid,     // 1 / (1 + exp(-x)), stable for large |x|
-  kTanh,        // tanh(x)
-  kAddScalar,   // x + s
-  kMulScalar,   // x * s
-  kDivScalar,   // x / s
-  kRsubScalar,  // s - x
-};
-
-enum class BinaryOp { kAdd, kSub, kMul, kDiv };
 
 // How b is laid over a, which is viewed as (rows, cols) row-major:
 //   kNone:   b has rows*cols elements, same layout as a
@@ -37,16 +20,24 @@ enum class BinaryOp { kAdd, kSub, kMul, kDiv };
 //   kColumn: b has rows elements, b[r] used for a[r, c] (per-sample scale)
 enum class Broadcast { kNone, kScalar, kRow, kColumn };
 
+// Which side of the op a by-value scalar takes: y = a op s, or y = s op a (2 - x).
+enum class ScalarSide { kRight, kLeft };
+
 namespace cpu {
 
 void fill(float* y, int64_t n, float value);
 void fill_int32(int32_t* y, int64_t n, int32_t value);
-void unary(UnaryOp op, const float* x, float* y, int64_t n, float scalar);
+// y = f(x); y may alias x.
+void unary(UnaryOp op, const float* x, float* y, int64_t n);
+// dx = the row's backward from x, y = f(x) and dy; x or y is read only where the row's kSaves
+// names it (the other may be null); dx may alias dy.
+void unary_backward(UnaryOp op, const float* x, const float* y, const float* dy, float* dx,
+                    int64_t n);
 // y = a op b, with b broadcast as described above; y may alias a.
 void binary(BinaryOp op, const float* a, const float* b, float* y, int64_t rows, int64_t cols,
             Broadcast broadcast);
-// dx = dy where x > 0, else 0.
-void relu_backward(const float* x, const float* dy, float* dx, int64_t n);
+// y = a op s or s op a: Broadcast::kScalar with the scalar by value (x * 0.5f); y may alias a.
+void binary_scalar(BinaryOp op, const float* a, float s, ScalarSide side, float* y, int64_t n);
 
 }  // namespace cpu
 
@@ -54,10 +45,13 @@ namespace cuda {
 
 void fill(float* y, int64_t n, float value, StreamHandle stream);
 void fill_int32(int32_t* y, int64_t n, int32_t value, StreamHandle stream);
-void unary(UnaryOp op, const float* x, float* y, int64_t n, float scalar, StreamHandle stream);
+void unary(UnaryOp op, const float* x, float* y, int64_t n, StreamHandle stream);
+void unary_backward(UnaryOp op, const float* x, const float* y, const float* dy, float* dx,
+                    int64_t n, StreamHandle stream);
 void binary(BinaryOp op, const float* a, const float* b, float* y, int64_t rows, int64_t cols,
             Broadcast broadcast, StreamHandle stream);
-void relu_backward(const float* x, const float* dy, float* dx, int64_t n, StreamHandle stream);
+void binary_scalar(BinaryOp op, const float* a, float s, ScalarSide side, float* y, int64_t n,
+                   StreamHandle stream);
 
 }  // namespace cuda
 }  // namespace cairn::kernels

@@ -1,4 +1,4 @@
-// Binary elementwise ops with broadcast, and their backward passes.
+// Binary elementwise ops with broadcast or with a scalar by value, and their backward passes.
 #include <optional>
 
 #include "cairn/core/autograd.h"
@@ -11,6 +11,7 @@ namespace {
 
 using kernels::BinaryOp;
 using kernels::Broadcast;
+using kernels::ScalarSide;
 
 // How b lies over a, if it can.
 std::optional<Broadcast> try_broadcast(const Tensor& a, const Tensor& b) {
@@ -39,6 +40,19 @@ Tensor run_binary(BinaryOp kind, const Tensor& a, const Tensor& b, Broadcast bro
       [&] { kernels::cpu::binary(kind, a.data(), b.data(), y.data(), rows, cols, broadcast); },
       [&](cuda::Stream stream) {
         kernels::cuda::binary(kind, a.data(), b.data(), y.data(), rows, cols, broadcast, stream);
+      });
+  return y;
+}
+
+// x op s (kRight) or s op x (kLeft), s by value.
+Tensor run_scalar(const char* op, BinaryOp kind, const Tensor& x, float s, ScalarSide side) {
+  detail::check_float(op, x);
+  Tensor y = Tensor::empty(x.shape(), x.device());
+  detail::dispatch(
+      x.device(),
+      [&] { kernels::cpu::binary_scalar(kind, x.data(), s, side, y.data(), x.numel()); },
+      [&](cuda::Stream stream) {
+        kernels::cuda::binary_scalar(kind, x.data(), s, side, y.data(), x.numel(), stream);
       });
   return y;
 }
@@ -122,6 +136,33 @@ Tensor div(const Tensor& a_in, const Tensor& b_in) {
     if (b.requires_grad()) db = neg(reduce_to(mul(dy_over_b, saved_y), b, bc));
     return std::vector<Tensor>{da, db};
   });
+  return y;
+}
+
+Tensor add_scalar(const Tensor& x, float s) {
+  Tensor y = run_scalar("add_scalar", BinaryOp::kAdd, x, s, ScalarSide::kRight);
+  autograd::record("add_scalar", {x}, y, [](const Tensor& dy) { return std::vector<Tensor>{dy}; });
+  return y;
+}
+
+Tensor mul_scalar(const Tensor& x, float s) {
+  Tensor y = run_scalar("mul_scalar", BinaryOp::kMul, x, s, ScalarSide::kRight);
+  autograd::record("mul_scalar", {x}, y,
+                   [s](const Tensor& dy) { return std::vector<Tensor>{mul_scalar(dy, s)}; });
+  return y;
+}
+
+Tensor div_scalar(const Tensor& x, float s) {
+  Tensor y = run_scalar("div_scalar", BinaryOp::kDiv, x, s, ScalarSide::kRight);
+  autograd::record("div_scalar", {x}, y,
+                   [s](const Tensor& dy) { return std::vector<Tensor>{div_scalar(dy, s)}; });
+  return y;
+}
+
+Tensor rsub_scalar(float s, const Tensor& x) {
+  Tensor y = run_scalar("rsub_scalar", BinaryOp::kSub, x, s, ScalarSide::kLeft);
+  autograd::record("rsub_scalar", {x}, y,
+                   [](const Tensor& dy) { return std::vector<Tensor>{neg(dy)}; });
   return y;
 }
 

@@ -32,7 +32,7 @@ void dense_forward_cpu(const Tensor& x, const Tensor& weight, const Tensor& bias
   kernels::cpu::binary(kernels::BinaryOp::kAdd, y.data(), bias.data(), y.data(), n, out,
                        kernels::Broadcast::kRow);
   if (activation == DenseActivation::kRelu) {
-    kernels::cpu::unary(kernels::UnaryOp::kRelu, y.data(), y.data(), n * out, 0.0f);
+    kernels::cpu::unary(kernels::UnaryOp::kRelu, y.data(), y.data(), n * out);
   }
 }
 
@@ -80,7 +80,7 @@ Tensor dense(const Tensor& x, const Tensor& weight, const Tensor& bias,
     }
     // cairn's ReLU, in place, not the RELU_BIAS epilogue, which turns NaN into 0 (see dense.h).
     if (activation == DenseActivation::kRelu) {
-      kernels::cuda::unary(kernels::UnaryOp::kRelu, y.data(), y.data(), y.numel(), 0.0f, stream);
+      kernels::cuda::unary(kernels::UnaryOp::kRelu, y.data(), y.data(), y.numel(), stream);
     }
   }
   const Tensor saved_y = y.detach();

@@ -1,5 +1,6 @@
-// Unary elementwise ops and their backward passes.
-#include <cmath>
+// Unary elementwise ops and their backward passes: every row of kernels/elementwise_ops.h through
+// one function, so that a new row needs no code here beyond its named entry point.
+#include <string>
 
 #include "cairn/core/autograd.h"
 #include "cairn/core/numerics.h"
@@ -10,25 +11,50 @@
 namespace cairn::ops {
 namespace {
 
-using kernels::UnaryOp;
+using kernels::Saves;
 
-Tensor run_unary(const char* op, UnaryOp kind, const Tensor& x, float scalar) {
-  detail::check_float(op, x);
-  Tensor y = Tensor::empty(x.shape(), x.device());
+const kernels::UnaryOpInfo& checked_row(UnaryOp op) {
+  CAIRN_CHECK(kernels::valid(op), "unary: unknown UnaryOp ", static_cast<int>(op));
+  return kernels::info(op);
+}
+
+// dx from dy and what the row saves (x or y, or nothing).
+Tensor run_backward(const char* op_name, UnaryOp op, const Tensor& saved, Saves saves,
+                    const Tensor& dy) {
+  const float* x = saves == Saves::kInput ? saved.data() : nullptr;
+  const float* y = saves == Saves::kOutput ? saved.data() : nullptr;
+  Tensor dx = Tensor::empty(dy.shape(), dy.device());
   detail::dispatch(
-      x.device(), [&] { kernels::cpu::unary(kind, x.data(), y.data(), x.numel(), scalar); },
+      dy.device(),
+      [&] { kernels::cpu::unary_backward(op, x, y, dy.data(), dx.data(), dy.numel()); },
       [&](cuda::Stream stream) {
-        kernels::cuda::unary(kind, x.data(), y.data(), x.numel(), scalar, stream);
+        kernels::cuda::unary_backward(op, x, y, dy.data(), dx.data(), dy.numel(), stream);
       });
-  return y;
+  if (cairn::check_numerics()) {
+    const std::string name = std::string(op_name) + "_backward";
+    cairn::detail::check_finite(name.c_str(), {saved, dy}, dx);
+  }
+  return dx;
 }
 
 }  // namespace
 
-Tensor relu(const Tensor& x) {
-  Tensor y = run_unary("relu", UnaryOp::kRelu, x, 0.0f);
-  autograd::record("relu", {x}, y,
-                   [x](const Tensor& dy) { return std::vector<Tensor>{relu_backward(x, dy)}; });
+Tensor unary(UnaryOp op, const Tensor& x) {
+  const kernels::UnaryOpInfo& row = checked_row(op);
+  detail::check_float(row.name, x);
+  Tensor y = Tensor::empty(x.shape(), x.device());
+  detail::dispatch(
+      x.device(), [&] { kernels::cpu::unary(op, x.data(), y.data(), x.numel()); },
+      [&](cuda::Stream stream) {
+        kernels::cuda::unary(op, x.data(), y.data(), x.numel(), stream);
+      });
+  const Saves saves = row.saves;
+  const Tensor saved = saves == Saves::kInput    ? x.detach()
+                       : saves == Saves::kOutput ? y.detach()
+                                                 : Tensor();
+  autograd::record(row.name, {x}, y, [op, saved, saves](const Tensor& dy) {
+    return std::vector<Tensor>{run_backward(kernels::info(op).name, op, saved, saves, dy)};
+  });
   return y;
 }
 
@@ -39,107 +65,21 @@ Tensor relu_backward(const Tensor& x, const Tensor& dy) {
   detail::check_same_device(kOp, x, dy);
   CAIRN_CHECK(x.shape() == dy.shape(), kOp, ": x ", shape_str(x.shape()), " and dy ",
               shape_str(dy.shape()), " differ");
-  Tensor dx = Tensor::empty(x.shape(), x.device());
-  detail::dispatch(
-      x.device(), [&] { kernels::cpu::relu_backward(x.data(), dy.data(), dx.data(), x.numel()); },
-      [&](cuda::Stream stream) {
-        kernels::cuda::relu_backward(x.data(), dy.data(), dx.data(), x.numel(), stream);
-      });
-  cairn::detail::check_finite(kOp, {x, dy}, dx);
-  return dx;
+  return run_backward("relu", UnaryOp::kRelu, x, Saves::kInput, dy);
 }
 
-Tensor neg(const Tensor& x) {
-  Tensor y = run_unary("neg", UnaryOp::kNeg, x, 0.0f);
-  autograd::record("neg", {x}, y, [](const Tensor& dy) { return std::vector<Tensor>{neg(dy)}; });
-  return y;
+Tensor relu(const Tensor& x) { return unary(UnaryOp::kRelu, x); }
+Tensor neg(const Tensor& x) { return unary(UnaryOp::kNeg, x); }
+Tensor exp(const Tensor& x) { return unary(UnaryOp::kExp, x); }
+Tensor log(const Tensor& x) { return unary(UnaryOp::kLog, x); }
+Tensor sqrt(const Tensor& x) { return unary(UnaryOp::kSqrt, x); }
+Tensor abs(const Tensor& x) { return unary(UnaryOp::kAbs, x); }
+Tensor square(const Tensor& x) { return unary(UnaryOp::kSquare, x); }
+Tensor sigmoid(const Tensor& x) { return unary(UnaryOp::kSigmoid, x); }
+Tensor tanh(const Tensor& x) { return unary(UnaryOp::kTanh, x); }
+Tensor gelu(const Tensor& x, GeluApproximation approximation) {
+  return unary(approximation == GeluApproximation::kTanh ? UnaryOp::kGeluTanh : UnaryOp::kGelu, x);
 }
-
-Tensor exp(const Tensor& x) {
-  Tensor y = run_unary("exp", UnaryOp::kExp, x, 0.0f);
-  const Tensor saved = y.detach();
-  autograd::record("exp", {x}, y,
-                   [saved](const Tensor& dy) { return std::vector<Tensor>{mul(dy, saved)}; });
-  return y;
-}
-
-Tensor log(const Tensor& x) {
-  Tensor y = run_unary("log", UnaryOp::kLog, x, 0.0f);
-  autograd::record("log", {x}, y,
-                   [x](const Tensor& dy) { return std::vector<Tensor>{div(dy, x.detach())}; });
-  return y;
-}
-
-Tensor sqrt(const Tensor& x) {
-  Tensor y = run_unary("sqrt", UnaryOp::kSqrt, x, 0.0f);
-  const Tensor saved = y.detach();
-  autograd::record("sqrt", {x}, y, [saved](const Tensor& dy) {
-    return std::vector<Tensor>{div(mul_scalar(dy, 0.5f), saved)};
-  });
-  return y;
-}
-
-Tensor abs(const Tensor& x) {
-  Tensor y = run_unary("abs", UnaryOp::kAbs, x, 0.0f);
-  autograd::record("abs", {x}, y, [x](const Tensor& dy) {
-    return std::vector<Tensor>{mul(dy, run_unary("abs_backward", UnaryOp::kSign, x, 0.0f))};
-  });
-  return y;
-}
-
-Tensor square(const Tensor& x) {
-  Tensor y = run_unary("square", UnaryOp::kSquare, x, 0.0f);
-  autograd::record("square", {x}, y, [x](const Tensor& dy) {
-    return std::vector<Tensor>{mul(dy, mul_scalar(x.detach(), 2.0f))};
-  });
-  return y;
-}
-
-Tensor sigmoid(const Tensor& x) {
-  Tensor y = run_unary("sigmoid", UnaryOp::kSigmoid, x, 0.0f);
-  const Tensor saved = y.detach();
-  autograd::record("sigmoid", {x}, y, [saved](const Tensor& dy) {
-    // dy * y * (1 - y)
-    return std::vector<Tensor>{mul(dy, mul(saved, rsub_scalar(1.0f, saved)))};
-  });
-  return y;
-}
-
-Tensor tanh(const Tensor& x) {
-  Tensor y = run_unary("tanh", UnaryOp::kTanh, x, 0.0f);
-  const Tensor saved = y.detach();
-  autograd::record("tanh", {x}, y, [saved](const Tensor& dy) {
-    // dy * (1 - y^2)
-    return std::vector<Tensor>{mul(dy, rsub_scalar(1.0f, square(saved)))};
-  });
-  return y;
-}
-
-Tensor add_scalar(const Tensor& x, float s) {
-  Tensor y = run_unary("add_scalar", UnaryOp::kAddScalar, x, s);
-  autograd::record("add_scalar", {x}, y, [](const Tensor& dy) { return std::vector<Tensor>{dy}; });
-  return y;
-}
-
-Tensor mul_scalar(const Tensor& x, float s) {
-  Tensor y = run_unary("mul_scalar", UnaryOp::kMulScalar, x, s);
-  autograd::record("mul_scalar", {x}, y,
-                   [s](const Tensor& dy) { return std::vector<Tensor>{mul_scalar(dy, s)}; });
-  return y;
-}
-
-Tensor div_scalar(const Tensor& x, float s) {
-  Tensor y = run_unary("div_scalar", UnaryOp::kDivScalar, x, s);
-  autograd::record("div_scalar", {x}, y,
-                   [s](const Tensor& dy) { return std::vector<Tensor>{div_scalar(dy, s)}; });
-  return y;
-}
-
-Tensor rsub_scalar(float s, const Tensor& x) {
-  Tensor y = run_unary("rsub_scalar", UnaryOp::kRsubScalar, x, s);
-  autograd::record("rsub_scalar", {x}, y,
-                   [](const Tensor& dy) { return std::vector<Tensor>{neg(dy)}; });
-  return y;
-}
+Tensor silu(const Tensor& x) { return unary(UnaryOp::kSilu, x); }
 
 }  // namespace cairn::ops

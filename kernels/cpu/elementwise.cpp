@@ -1,4 +1,6 @@
-// CPU elementwise families: fill, unary maps, binary maps with broadcast, ReLU backward.
+// CPU elementwise families: fill, unary maps and their backward, binary maps with broadcast or a
+// scalar. The scalar functions are the rows of kernels/elementwise_ops.h, the same the CUDA
+// kernels instantiate.
 #include "cairn/kernels/elementwise.h"
 
 #include <algorithm>
@@ -28,22 +30,6 @@ void map_unary(const float* x, float* y, int64_t n, F f) {
     });
   });
 }
-
-float sigmoid(float x) {
-  // exp of a negative argument only, so neither branch overflows to inf/inf.
-  if (x >= 0.0f) return 1.0f / (1.0f + std::exp(-x));
-  const float e = std::exp(x);
-  return e / (1.0f + e);
-}
-
-float sign(float x) {
-  if (std::isnan(x)) return x;
-  return static_cast<float>((x > 0.0f) - (x < 0.0f));
-}
-
-// NaN propagates (as in PyTorch), rather than fmaxf's quiet 0: NaN <= 0 is false, so NaN is kept.
-// One comparison and a select, which vectorises (isnan(x) || x > 0 did not).
-float relu(float x) { return x <= 0.0f ? 0.0f : x; }
 
 // The broadcast is chosen once, outside the loops (a switch per element kept them scalar).
 template <typename F>
@@ -104,40 +90,33 @@ void fill_int32(int32_t* y, int64_t n, int32_t value) {
   for (int64_t i = 0; i < n; ++i) y[i] = value;
 }
 
-void unary(UnaryOp op, const float* x, float* y, int64_t n, float scalar) {
+void unary(UnaryOp op, const float* x, float* y, int64_t n) {
   CAIRN_CHECK(n >= 0, "cpu::unary: negative size ", n);
-  const float s = scalar;
-  switch (op) {
-    case UnaryOp::kRelu:
-      return map_unary(x, y, n, [](float v) { return relu(v); });
-    case UnaryOp::kNeg:
-      return map_unary(x, y, n, [](float v) { return -v; });
-    case UnaryOp::kExp:
-      return map_unary(x, y, n, [](float v) { return std::exp(v); });
-    case UnaryOp::kLog:
-      return map_unary(x, y, n, [](float v) { return std::log(v); });
-    case UnaryOp::kSqrt:
-      return map_unary(x, y, n, [](float v) { return std::sqrt(v); });
-    case UnaryOp::kAbs:
-      return map_unary(x, y, n, [](float v) { return std::fabs(v); });
-    case UnaryOp::kSign:
-      return map_unary(x, y, n, [](float v) { return sign(v); });
-    case UnaryOp::kSquare:
-      return map_unary(x, y, n, [](float v) { return v * v; });
-    case UnaryOp::kSigmoid:
-      return map_unary(x, y, n, [](float v) { return sigmoid(v); });
-    case UnaryOp::kTanh:
-      return map_unary(x, y, n, [](float v) { return std::tanh(v); });
-    case UnaryOp::kAddScalar:
-      return map_unary(x, y, n, [s](float v) { return v + s; });
-    case UnaryOp::kMulScalar:
-      return map_unary(x, y, n, [s](float v) { return v * s; });
-    case UnaryOp::kDivScalar:
-      return map_unary(x, y, n, [s](float v) { return v / s; });
-    case UnaryOp::kRsubScalar:
-      return map_unary(x, y, n, [s](float v) { return s - v; });
-  }
-  CAIRN_FAIL("cpu::unary: unknown UnaryOp ", static_cast<int>(op));
+  const bool known = visit(op, [&](auto row) {
+    using Row = decltype(row);
+    map_unary(x, y, n, [](float v) { return Row::forward(v); });
+  });
+  if (!known) CAIRN_FAIL("cpu::unary: unknown UnaryOp ", static_cast<int>(op));
+}
+
+void unary_backward(UnaryOp op, const float* x, const float* y, const float* dy, float* dx,
+                    int64_t n) {
+  CAIRN_CHECK(n >= 0, "cpu::unary_backward: negative size ", n);
+  const bool known = visit(op, [&](auto row) {
+    using Row = decltype(row);
+    // dy and whatever the row saves are loaded whatever their values, so each loop is loads and
+    // the row's arithmetic and selects: no branch around a load, and it vectorises.
+    parallel_for(n, kElementsPerThread, [&](int64_t begin, int64_t end) {
+      run_widest([&]() CAIRN_VECTOR_LOOP {
+        for (int64_t i = begin; i < end; ++i) {
+          const float xi = Row::kSaves == Saves::kInput ? x[i] : 0.0f;
+          const float yi = Row::kSaves == Saves::kOutput ? y[i] : 0.0f;
+          dx[i] = Row::backward(xi, yi, dy[i]);
+        }
+      });
+    });
+  });
+  if (!known) CAIRN_FAIL("cpu::unary_backward: unknown UnaryOp ", static_cast<int>(op));
 }
 
 void binary(BinaryOp op, const float* a, const float* b, float* y, int64_t rows, int64_t cols,
@@ -152,31 +131,26 @@ void binary(BinaryOp op, const float* a, const float* b, float* y, int64_t rows,
     default:
       CAIRN_FAIL("cpu::binary: unknown Broadcast ", static_cast<int>(broadcast));
   }
-  switch (op) {
-    case BinaryOp::kAdd:
-      return map_binary(a, b, y, rows, cols, broadcast, [](float p, float q) { return p + q; });
-    case BinaryOp::kSub:
-      return map_binary(a, b, y, rows, cols, broadcast, [](float p, float q) { return p - q; });
-    case BinaryOp::kMul:
-      return map_binary(a, b, y, rows, cols, broadcast, [](float p, float q) { return p * q; });
-    case BinaryOp::kDiv:
-      return map_binary(a, b, y, rows, cols, broadcast, [](float p, float q) { return p / q; });
-  }
-  CAIRN_FAIL("cpu::binary: unknown BinaryOp ", static_cast<int>(op));
+  const bool known = visit(op, [&](auto row) {
+    using Row = decltype(row);
+    map_binary(a, b, y, rows, cols, broadcast, [](float p, float q) { return Row::forward(p, q); });
+  });
+  if (!known) CAIRN_FAIL("cpu::binary: unknown BinaryOp ", static_cast<int>(op));
 }
 
-void relu_backward(const float* x, const float* dy, float* dx, int64_t n) {
-  CAIRN_CHECK(n >= 0, "cpu::relu_backward: negative size ", n);
-  // dy is loaded whatever x is, so the loop is a compare and a select: no branch around the
-  // load, and it vectorises (a NaN in dy where x <= 0 still gives 0, as before).
-  parallel_for(n, kElementsPerThread, [&](int64_t begin, int64_t end) {
-    run_widest([&]() CAIRN_VECTOR_LOOP {
-      for (int64_t i = begin; i < end; ++i) {
-        const float g = dy[i];
-        dx[i] = x[i] > 0.0f ? g : 0.0f;
-      }
-    });
+void binary_scalar(BinaryOp op, const float* a, float s, ScalarSide side, float* y, int64_t n) {
+  CAIRN_CHECK(n >= 0, "cpu::binary_scalar: negative size ", n);
+  CAIRN_CHECK(side == ScalarSide::kRight || side == ScalarSide::kLeft,
+              "cpu::binary_scalar: unknown ScalarSide ", static_cast<int>(side));
+  const bool known = visit(op, [&](auto row) {
+    using Row = decltype(row);
+    if (side == ScalarSide::kRight) {
+      map_unary(a, y, n, [s](float v) { return Row::forward(v, s); });
+    } else {
+      map_unary(a, y, n, [s](float v) { return Row::forward(s, v); });
+    }
   });
+  if (!known) CAIRN_FAIL("cpu::binary_scalar: unknown BinaryOp ", static_cast<int>(op));
 }
 
 }  // namespace cairn::kernels::cpu

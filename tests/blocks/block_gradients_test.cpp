@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <string>
+#include <vector>
 
 #include "blocks_tour/lecture_networks.h"
 #include "support/test_support.h"
@@ -93,7 +95,9 @@ void expect_network_gradients(const BlockPtr& net, const Tensor& input) {
 Tensor lecture_input() { return Tensor::uniform({2, 20}, 0.0f, 1.0f, 2024, kCpu); }
 
 TEST(BlockGradients, DenseWithEveryActivation) {
-  for (const char* activation : {"", "relu", "sigmoid", "tanh"}) {
+  std::vector<std::string> activations = Activation::names();  // the registry's, "linear" first
+  activations.push_back("");
+  for (const std::string& activation : activations) {
     SCOPED_TRACE(activation);
     auto net = make<Sequential>();
     net->add(make<Dense>(7, activation), make<Dense>(3, "", 0, /*use_bias=*/false));

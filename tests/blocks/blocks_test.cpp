@@ -178,7 +178,7 @@ TEST(Blocks, AFailedInitializerLeavesTheParameterUninitialised) {
   expect_error([&] { block.initialize(init::xavier(), kCpu, 0); },
                {"init::xavier", "'scale'", "at least 2 dimensions"});
   EXPECT_FALSE(block.scale->is_initialized());  // not holding garbage
-  block.initialize(init::ones(), kCpu, 0);  // no force_reinit needed
+  block.initialize(init::ones(), kCpu, 0);      // no force_reinit needed
   EXPECT_EQ(block(Tensor::full({1, 4}, 2.0f, kCpu)).to_vector(), (std::vector<float>(4, 2.0f)));
   EXPECT_TRUE(block.scale->grad().defined());
 }
@@ -194,7 +194,8 @@ TEST(Blocks, RegistrationRejectsDuplicatesAndBadNames) {
   expect_error([&] { bad.register_block("x.y", make<Dense>(2)); }, {"'x.y'", "no '.'"});
   expect_error([&] { bad.register_parameter("a", {2}); }, {"'a'", "already"});
   expect_error([] { Dense(0); }, {"Dense", "units must be positive"});
-  expect_error([] { Activation("gelu"); }, {"unknown activation 'gelu'"});
+  expect_error([] { Activation("swishh"); },
+               {"unknown activation 'swishh'", "known: linear, relu"});
 }
 
 // The state_dict of PyTorch's nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2)), written

@@ -124,14 +124,19 @@ class LauncherRefusals : public ::testing::Test {
          [=](float* x, cudaStream_t s) {
            k::cuda::fill_int32(reinterpret_cast<int32_t*>(x), kN, 1, s);
          }},
-        {"unary",
-         [=](float* x, cudaStream_t s) { k::cuda::unary(k::UnaryOp::kExp, x, a, kN, 0.0f, s); }},
+        {"unary", [=](float* x, cudaStream_t s) { k::cuda::unary(k::UnaryOp::kExp, x, a, kN, s); }},
         {"binary",
          [=](float* x, cudaStream_t s) {
            k::cuda::binary(k::BinaryOp::kAdd, x, b, a, kRows, kCols, k::Broadcast::kNone, s);
          }},
-        {"relu_backward",
-         [=](float* x, cudaStream_t s) { k::cuda::relu_backward(a, x, b, kN, s); }},
+        {"unary_backward",
+         [=](float* x, cudaStream_t s) {
+           k::cuda::unary_backward(k::UnaryOp::kRelu, a, nullptr, x, b, kN, s);
+         }},
+        {"binary_scalar",
+         [=](float* x, cudaStream_t s) {
+           k::cuda::binary_scalar(k::BinaryOp::kSub, x, 2.0f, k::ScalarSide::kLeft, a, kN, s);
+         }},
         {"reduce_all",
          [=](float* x, cudaStream_t s) {
            k::cuda::reduce_all(k::ReduceOp::kSum, x, kN, a, ws, ws_bytes, s);

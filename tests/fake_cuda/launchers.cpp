@@ -101,12 +101,7 @@ size_t workspace_size(int64_t items) { return (256 + 4 * size_t(items) + 255) / 
 // What the real temporary storage gets: written, so that sharing it across streams races.
 void scribble(void* workspace, size_t bytes) { std::memset(workspace, 0xff, bytes); }
 
-bool valid(kernels::UnaryOp op) {
-  return int(op) >= int(kernels::UnaryOp::kRelu) && int(op) <= int(kernels::UnaryOp::kRsubScalar);
-}
-bool valid(kernels::BinaryOp op) {
-  return int(op) >= int(kernels::BinaryOp::kAdd) && int(op) <= int(kernels::BinaryOp::kDiv);
-}
+using kernels::valid;  // UnaryOp and BinaryOp: the op table's
 bool valid(kernels::Broadcast b) {
   return int(b) >= int(kernels::Broadcast::kNone) && int(b) <= int(kernels::Broadcast::kColumn);
 }
@@ -167,12 +162,26 @@ void fill_int32(int32_t* y, int64_t n, int32_t value, StreamHandle stream) {
          [=] { cpu::fill_int32(y, n, value); });
 }
 
-void unary(UnaryOp op, const float* x, float* y, int64_t n, float scalar, StreamHandle stream) {
+void unary(UnaryOp op, const float* x, float* y, int64_t n, StreamHandle stream) {
   CAIRN_CHECK(n >= 0, "unary: negative size ", n);
   if (n == 0) return;
   if (!fake_cuda::valid(op)) CAIRN_FAIL("unary: unknown UnaryOp ", static_cast<int>(op));
   launch("unary", stream, {floats("unary", "x", x, n), floats("unary", "y", y, n)},
-         [=] { cpu::unary(op, x, y, n, scalar); });
+         [=] { cpu::unary(op, x, y, n); });
+}
+
+void unary_backward(UnaryOp op, const float* x, const float* y, const float* dy, float* dx,
+                    int64_t n, StreamHandle stream) {
+  CAIRN_CHECK(n >= 0, "unary_backward: negative size ", n);
+  if (n == 0) return;
+  if (!fake_cuda::valid(op)) CAIRN_FAIL("unary_backward: unknown UnaryOp ", static_cast<int>(op));
+  const char* what = "unary_backward";
+  // Only what the row reads must be device memory (the real kernel loads nothing else).
+  const Saves saves = info(op).saves;
+  fake_cuda::Ranges ranges = {floats(what, "dy", dy, n), floats(what, "dx", dx, n)};
+  if (saves == Saves::kInput) ranges.push_back(floats(what, "x", x, n));
+  if (saves == Saves::kOutput) ranges.push_back(floats(what, "y", y, n));
+  launch(what, stream, ranges, [=] { cpu::unary_backward(op, x, y, dy, dx, n); });
 }
 
 void binary(BinaryOp op, const float* a, const float* b, float* y, int64_t rows, int64_t cols,
@@ -193,13 +202,16 @@ void binary(BinaryOp op, const float* a, const float* b, float* y, int64_t rows,
          [=] { cpu::binary(op, a, b, y, rows, cols, broadcast); });
 }
 
-void relu_backward(const float* x, const float* dy, float* dx, int64_t n, StreamHandle stream) {
-  CAIRN_CHECK(n >= 0, "relu_backward: negative size ", n);
+void binary_scalar(BinaryOp op, const float* a, float s, ScalarSide side, float* y, int64_t n,
+                   StreamHandle stream) {
+  CAIRN_CHECK(n >= 0, "binary_scalar: negative size ", n);
+  CAIRN_CHECK(side == ScalarSide::kRight || side == ScalarSide::kLeft,
+              "binary_scalar: unknown ScalarSide ", static_cast<int>(side));
   if (n == 0) return;
-  const char* what = "relu_backward";
-  launch(what, stream,
-         {floats(what, "x", x, n), floats(what, "dy", dy, n), floats(what, "dx", dx, n)},
-         [=] { cpu::relu_backward(x, dy, dx, n); });
+  if (!fake_cuda::valid(op)) CAIRN_FAIL("binary_scalar: unknown BinaryOp ", static_cast<int>(op));
+  const char* what = "binary_scalar";
+  launch(what, stream, {floats(what, "a", a, n), floats(what, "y", y, n)},
+         [=] { cpu::binary_scalar(op, a, s, side, y, n); });
 }
 
 // ---- reduce.h ----

@@ -20,6 +20,7 @@
 #include "cairn/kernels/random.h"
 #include "cairn/kernels/reduce.h"
 #include "cairn/kernels/softmax.h"
+#include "support/test_support.h"
 
 namespace cairn::kernels {
 namespace {
@@ -88,17 +89,12 @@ TEST(CpuUnary, EveryOpOnHandPickedValues) {
        99.0f,
        {0.0f, 1.0f, -1.0f, 20.0f},
        {0.0f, 0.7615941560f, -0.7615941560f, 1.0f}},
-      {UnaryOp::kAddScalar, "add_scalar", 2.5f, {1.0f, -1.0f}, {3.5f, 1.5f}},
-      {UnaryOp::kMulScalar, "mul_scalar", -2.0f, {1.5f, 0.25f}, {-3.0f, -0.5f}},
-      {UnaryOp::kDivScalar, "div_scalar", 4.0f, {1.0f, -2.0f}, {0.25f, -0.5f}},
-      {UnaryOp::kRsubScalar, "rsub_scalar", 1.0f, {0.25f, 3.0f}, {0.75f, -2.0f}},
   };
-  ASSERT_EQ(cases.size(), 14u) << "a UnaryOp is missing from this test";
   for (const auto& c : cases) {
     SCOPED_TRACE(c.name);
     ASSERT_EQ(c.x.size(), c.expected.size());
     std::vector<float> y(c.x.size(), -12345.0f);
-    cpu::unary(c.op, c.x.data(), y.data(), static_cast<int64_t>(c.x.size()), c.scalar);
+    cpu::unary(c.op, c.x.data(), y.data(), static_cast<int64_t>(c.x.size()));
     for (size_t i = 0; i < y.size(); ++i) {
       SCOPED_TRACE(::testing::Message() << "x = " << c.x[i]);
       if (std::isnan(c.expected[i])) {
@@ -115,7 +111,7 @@ TEST(CpuUnary, EveryOpOnHandPickedValues) {
 TEST(CpuUnary, SigmoidStaysFiniteAndInRangeAtExtremes) {
   const std::vector<float> x = {-100.0f, 100.0f, -88.0f, 88.0f, -1e30f, 1e30f};
   std::vector<float> y(x.size());
-  cpu::unary(UnaryOp::kSigmoid, x.data(), y.data(), static_cast<int64_t>(x.size()), 0.0f);
+  cpu::unary(UnaryOp::kSigmoid, x.data(), y.data(), static_cast<int64_t>(x.size()));
   for (size_t i = 0; i < y.size(); ++i) {
     EXPECT_TRUE(std::isfinite(y[i])) << "sigmoid(" << x[i] << ") = " << y[i];
     EXPECT_GE(y[i], 0.0f);
@@ -128,8 +124,118 @@ TEST(CpuUnary, SigmoidStaysFiniteAndInRangeAtExtremes) {
 
 TEST(CpuUnary, EmptyInputWritesNothing) {
   float y = 7.0f;
-  cpu::unary(UnaryOp::kExp, nullptr, &y, 0, 0.0f);
+  cpu::unary(UnaryOp::kExp, nullptr, &y, 0);
   EXPECT_EQ(y, 7.0f);
+}
+
+// Every row of the op table against its float64 reference: on random inputs from its domain
+// within its documented ulps, and on the special values bit for bit where the reference is exact
+// (NaN where the reference is NaN, an input NaN's own bits kept).
+TEST(CpuUnary, EveryRowMatchesItsFloat64Reference) {
+  const std::vector<float> specials = testing::special_values();
+  for (const UnaryOpInfo& row : kUnaryOps) {
+    SCOPED_TRACE(row.name);
+    std::vector<float> x = test_values(4096, 7);
+    for (float& v : x) v = row.low + (v + 1.0f) * 0.5f * (row.high - row.low);
+    x.insert(x.end(), specials.begin(), specials.end());
+    std::vector<float> y(x.size()), expected(x.size());
+    cpu::unary(row.op, x.data(), y.data(), static_cast<int64_t>(x.size()));
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double r = row.reference(double(x[i]));
+      // NaN's bits are checked below; here only that it is NaN.
+      expected[i] = std::isnan(r) ? (std::isnan(y[i]) ? y[i] : kNaN) : static_cast<float>(r);
+    }
+    testing::expect_within_ulps(y, expected, row.ulps, row.atol, row.name, x);
+    for (size_t i = 0; i < x.size(); ++i) {
+      if (std::isnan(x[i])) {
+        const uint32_t in = testing::float_bits(x[i]), out = testing::float_bits(y[i]);
+        // neg and abs are sign-bit operations; every other row keeps a NaN's bits.
+        const uint32_t want = row.op == UnaryOp::kNeg   ? in ^ 0x80000000u
+                              : row.op == UnaryOp::kAbs ? in & 0x7fffffffu
+                                                        : in;
+        EXPECT_EQ(out, want) << row.name << " of NaN 0x" << std::hex << in;
+      } else if (std::isnan(y[i])) {
+        EXPECT_EQ(testing::float_bits(y[i]), 0x7fc00000u) << row.name << "(" << x[i] << ")";
+      }
+    }
+  }
+}
+
+// Every row's backward against a central difference of its float64 reference, at points of its
+// domain away from its kink; and bit-exact rows' backward on the special values are NaN only
+// where an operand is.
+TEST(CpuUnary, EveryRowsBackwardMatchesTheReferencesSlope) {
+  for (const UnaryOpInfo& row : kUnaryOps) {
+    SCOPED_TRACE(row.name);
+    std::vector<float> x = test_values(512, 8);
+    for (float& v : x) {
+      v = row.low + (v + 1.0f) * 0.5f * (row.high - row.low);
+      if (!std::isnan(row.kink) && std::fabs(v - row.kink) < 1e-2f) v = row.kink + 0.5f;
+    }
+    const std::vector<float> dy = test_values(512, 9);
+    const int64_t n = static_cast<int64_t>(x.size());
+    std::vector<float> y(x.size()), dx(x.size());
+    cpu::unary(row.op, x.data(), y.data(), n);
+    cpu::unary_backward(row.op, x.data(), y.data(), dy.data(), dx.data(), n);
+    for (size_t i = 0; i < x.size(); ++i) {
+      const double h = 1e-5 * std::max(1.0, std::fabs(double(x[i])));
+      const double slope =
+          (row.reference(double(x[i]) + h) - row.reference(double(x[i]) - h)) / (2 * h);
+      const double want = double(dy[i]) * slope;
+      EXPECT_NEAR(dx[i], want, 2e-5 * (1.0 + std::fabs(want)))
+          << row.name << "'(" << x[i] << ") * " << dy[i];
+    }
+  }
+}
+
+// The by-value scalar of the binary ops (x + s, s - x): the same rows as binary().
+TEST(CpuBinaryScalar, BothSidesOfEveryRowMatchTheBroadcastOfAOneElementB) {
+  const std::vector<float> specials = testing::special_values();
+  const std::vector<float> a = test_values(1000, 10);
+  for (const BinaryOpInfo& row : kBinaryOps) {
+    for (float s : {2.5f, -0.0f, specials[6], specials[2]}) {
+      SCOPED_TRACE(std::string(row.name) + " s=" + std::to_string(s));
+      const int64_t n = static_cast<int64_t>(a.size());
+      std::vector<float> right(a.size()), left(a.size()), broadcast(a.size());
+      cpu::binary_scalar(row.op, a.data(), s, ScalarSide::kRight, right.data(), n);
+      cpu::binary(row.op, a.data(), &s, broadcast.data(), 1, n, Broadcast::kScalar);
+      testing::expect_within_ulps(right, broadcast, 0, 0, "a op s");
+      cpu::binary_scalar(row.op, a.data(), s, ScalarSide::kLeft, left.data(), n);
+      std::vector<float> ss(a.size(), s);
+      cpu::binary(row.op, ss.data(), a.data(), broadcast.data(), 1, n, Broadcast::kNone);
+      testing::expect_within_ulps(left, broadcast, 0, 0, "s op a");
+    }
+  }
+  const std::vector<float> x = {1.0f, -1.0f};
+  std::vector<float> y(2);
+  cpu::binary_scalar(BinaryOp::kSub, x.data(), 1.0f, ScalarSide::kLeft, y.data(), 2);
+  EXPECT_EQ(y, (std::vector<float>{0.0f, 2.0f}));
+}
+
+// Exact binary rows against float64 (a correctly rounded double result rounds to the float one).
+TEST(CpuBinary, EveryRowIsTheCorrectlyRoundedResultAndFollowsTheNanRules) {
+  const std::vector<float> specials = testing::special_values();
+  for (const BinaryOpInfo& row : kBinaryOps) {
+    SCOPED_TRACE(row.name);
+    for (float p : specials) {
+      std::vector<float> a(specials.size(), p), y(specials.size());
+      cpu::binary(row.op, a.data(), specials.data(), y.data(), 1, int64_t(a.size()),
+                  Broadcast::kNone);
+      for (size_t i = 0; i < y.size(); ++i) {
+        const float q = specials[i];
+        const uint32_t got = testing::float_bits(y[i]);
+        if (std::isnan(p)) {
+          EXPECT_EQ(got, testing::float_bits(p)) << p << " " << row.name << " " << q;
+        } else if (std::isnan(q)) {
+          EXPECT_EQ(got, testing::float_bits(q)) << p << " " << row.name << " " << q;
+        } else {
+          const double r = row.reference(double(p), double(q));
+          const float want = std::isnan(r) ? kNaN : static_cast<float>(r);
+          EXPECT_EQ(got, testing::float_bits(want)) << p << " " << row.name << " " << q;
+        }
+      }
+    }
+  }
 }
 
 TEST(CpuFill, FillsFloatAndInt32) {
@@ -204,7 +310,8 @@ TEST(CpuReluBackward, PassesGradientOnlyWhereInputIsPositive) {
   const std::vector<float> x = {-1.0f, 0.0f, 2.0f, -0.0f, 1e-30f, kNaN};
   const std::vector<float> dy = {5.0f, 6.0f, 7.0f, 8.0f, 9.0f, 10.0f};
   std::vector<float> dx(x.size(), kNaN);
-  cpu::relu_backward(x.data(), dy.data(), dx.data(), static_cast<int64_t>(x.size()));
+  cpu::unary_backward(UnaryOp::kRelu, x.data(), nullptr, dy.data(), dx.data(),
+                      static_cast<int64_t>(x.size()));
   EXPECT_EQ(dx, (std::vector<float>{0.0f, 0.0f, 7.0f, 0.0f, 9.0f, 0.0f}));
 }
 
@@ -613,8 +720,10 @@ TEST(CpuGemm, AllTransposeCombinationsMatchNaiveLoop) {
 // and register blocks (n = 1, 5, 9, 33, 41 rows of column-major C: blocks of 32, 8, overlapped
 // and single rows).
 TEST(CpuGemm, SmallGemmAndOpenBlasBothMatchNaiveLoop) {
-  const struct { int64_t m, n, k; } shapes[] = {{1, 1, 1}, {5, 3, 7}, {9, 2, 8},  {33, 4, 9},
-                                               {16, 1, 17}, {2, 9, 33}, {31, 5, 2}, {3, 41, 6}};
+  const struct {
+    int64_t m, n, k;
+  } shapes[] = {{1, 1, 1},   {5, 3, 7},  {9, 2, 8},  {33, 4, 9},
+                {16, 1, 17}, {2, 9, 33}, {31, 5, 2}, {3, 41, 6}};
   for (GemmExecutor executor : {&cpu::small_gemm, &cpu::blas_gemm}) {
     for (const auto& s : shapes) {
       for (Transpose ta : {Transpose::kNo, Transpose::kYes}) {
@@ -654,15 +763,17 @@ TEST(CpuGemm, SmallGemmTakesOnlySmallProblems) {
 }
 
 // small_gemm rounds differently from OpenBLAS (small_gemm.h): both against a double-precision
-// reference, on the tiny network's backward shapes (row-major requests). Neither may be more than a few
-// float roundings of sum |a_p b_p| away from the exact dot product.
+// reference, on the tiny network's backward shapes (row-major requests). Neither may be more than a
+// few float roundings of sum |a_p b_p| away from the exact dot product.
 TEST(CpuGemm, SmallGemmIsAsAccurateAsOpenBlas) {
-  const struct { int64_t m, n, k; Transpose ta, tb; } shapes[] = {
-      {10, 256, 2, Transpose::kYes, Transpose::kNo},    // layer 2 dW
-      {2, 256, 10, Transpose::kNo, Transpose::kNo},     // layer 2 dx
-      {256, 20, 2, Transpose::kYes, Transpose::kNo},    // layer 1 dW
-      {8, 256, 32, Transpose::kNo, Transpose::kNo},     // dx at batch 8
-      {37, 61, 29, Transpose::kNo, Transpose::kNo}};    // nothing round
+  const struct {
+    int64_t m, n, k;
+    Transpose ta, tb;
+  } shapes[] = {{10, 256, 2, Transpose::kYes, Transpose::kNo},  // layer 2 dW
+                {2, 256, 10, Transpose::kNo, Transpose::kNo},   // layer 2 dx
+                {256, 20, 2, Transpose::kYes, Transpose::kNo},  // layer 1 dW
+                {8, 256, 32, Transpose::kNo, Transpose::kNo},   // dx at batch 8
+                {37, 61, 29, Transpose::kNo, Transpose::kNo}};  // nothing round
   for (const auto& s : shapes) {
     SCOPED_TRACE(::testing::Message() << "m=" << s.m << " n=" << s.n << " k=" << s.k);
     const std::vector<float> a = test_values(s.m * s.k, 21), b = test_values(s.k * s.n, 22);
@@ -710,7 +821,8 @@ TEST(CpuGemm, OverwriteWithPaddedLeadingDimension) {
   for (int64_t j = 0; j < n; ++j) {
     for (int64_t i = 0; i < m; ++i) {
       double sum = 0.0;
-      for (int64_t p = 0; p < k; ++p) sum += double(first[size_t(i + p * m)]) * second[size_t(p + j * k)];
+      for (int64_t p = 0; p < k; ++p)
+        sum += double(first[size_t(i + p * m)]) * second[size_t(p + j * k)];
       ASSERT_NEAR(c[size_t(j * ldc + i)], sum, 1e-5) << "row " << i << " column " << j;
     }
     ASSERT_EQ(c[size_t(j * ldc + m)], 7.0f) << "padding of column " << j;
@@ -726,8 +838,9 @@ TEST(CpuGemm, SplitAcrossThreadsMatchesNaiveLoop) {
   struct RestoreThreads {
     ~RestoreThreads() { cpu::set_threads(0); }
   } restore;
-  const struct { int64_t m, n, k; } shapes[] = {{37, 301, 97}, {301, 37, 97}, {20, 20, 1000},
-                                               {17, 1000, 31}};
+  const struct {
+    int64_t m, n, k;
+  } shapes[] = {{37, 301, 97}, {301, 37, 97}, {20, 20, 1000}, {17, 1000, 31}};
   for (int count : {2, 3}) {
     cpu::set_threads(count);
     SCOPED_TRACE(::testing::Message() << "threads=" << count);
@@ -752,7 +865,8 @@ TEST(CpuGemm, SplitAcrossThreadsMatchesNaiveLoop) {
     for (int64_t j = 0; j < n; ++j) {
       for (int64_t i = 0; i < m; i += 13) {
         double sum = 0.0;
-        for (int64_t p = 0; p < k; ++p) sum += double(first[size_t(i + p * m)]) * second[size_t(p + j * k)];
+        for (int64_t p = 0; p < k; ++p)
+          sum += double(first[size_t(i + p * m)]) * second[size_t(p + j * k)];
         ASSERT_NEAR(c[size_t(j * ldc + i)], sum, 1e-4) << "row " << i << " column " << j;
       }
       ASSERT_EQ(c[size_t(j * ldc + m)], 7.0f) << "padding of column " << j;

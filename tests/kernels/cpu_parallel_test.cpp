@@ -41,8 +41,10 @@ TEST(ParallelFor, CoversEveryIndexOnceInRangesOfAtLeastTheMinimum) {
       for (int64_t i = 0; i < n; ++i) ASSERT_EQ(hits[size_t(i)].load(), 1) << "index " << i;
       // Four ranges per thread (so that a thread that starts late leaves its share to the
       // others), unless that would make them shorter than 10; one range on one thread.
-      const int64_t expected =
-          n == 0 ? 0 : count == 1 ? 1 : std::max<int64_t>(1, std::min<int64_t>(4 * count, n / 10));
+      const int64_t expected = n == 0 ? 0
+                               : count == 1
+                                   ? 1
+                                   : std::max<int64_t>(1, std::min<int64_t>(4 * count, n / 10));
       EXPECT_EQ(ranges.load(), expected);
     }
   }
@@ -181,7 +183,7 @@ TEST(ParallelKernels, ElementwiseAndUpdatesGiveTheSameBitsAtAnyThreadCount) {
                            column = values(kRows, 4);
   expect_same_bits_at_1_and_3_threads([&] {
     std::vector<float> y(static_cast<size_t>(kN));
-    unary(UnaryOp::kSigmoid, x.data(), y.data(), kN, 0.0f);
+    unary(UnaryOp::kSigmoid, x.data(), y.data(), kN);
     return y;
   });
   for (Broadcast broadcast :
@@ -198,7 +200,7 @@ TEST(ParallelKernels, ElementwiseAndUpdatesGiveTheSameBitsAtAnyThreadCount) {
   }
   expect_same_bits_at_1_and_3_threads([&] {
     std::vector<float> dx(static_cast<size_t>(kN));
-    relu_backward(x.data(), other.data(), dx.data(), kN);
+    unary_backward(UnaryOp::kRelu, x.data(), nullptr, other.data(), dx.data(), kN);
     return dx;
   });
   expect_same_bits_at_1_and_3_threads([&] {
@@ -215,7 +217,8 @@ TEST(ParallelKernels, ElementwiseAndUpdatesGiveTheSameBitsAtAnyThreadCount) {
     return weight;
   });
   expect_same_bits_at_1_and_3_threads([&] {
-    std::vector<float> weight = x, mean(static_cast<size_t>(kN), 0.0f), variance(static_cast<size_t>(kN), 0.0f);
+    std::vector<float> weight = x, mean(static_cast<size_t>(kN), 0.0f),
+                       variance(static_cast<size_t>(kN), 0.0f);
     AdamConfig config;
     config.learning_rate = 1e-3f, config.step = 1;
     adam_update(weight.data(), other.data(), mean.data(), variance.data(), kN, config);

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "cairn/kernels/elementwise_ops.h"
 #include "support/test_support.h"
 
 namespace cairn {
@@ -40,17 +41,14 @@ struct NamedUnary {
 };
 
 // Every op that takes one float tensor, under the name its errors carry.
+// (Every row of the op table, then the rest.)
 std::vector<NamedUnary> single_input_ops() {
-  return {
-      {"relu", ops::relu},
-      {"neg", ops::neg},
-      {"exp", ops::exp},
-      {"log", ops::log},
-      {"sqrt", ops::sqrt},
-      {"abs", ops::abs},
-      {"square", ops::square},
-      {"sigmoid", ops::sigmoid},
-      {"tanh", ops::tanh},
+  std::vector<NamedUnary> named;
+  for (const kernels::UnaryOpInfo& row : kernels::kUnaryOps) {
+    const kernels::UnaryOp op = row.op;
+    named.push_back({row.name, [op](const Tensor& x) { return ops::unary(op, x); }});
+  }
+  const std::vector<NamedUnary> others = {
       {"add_scalar", [](const Tensor& x) { return ops::add_scalar(x, 1.0f); }},
       {"mul_scalar", [](const Tensor& x) { return ops::mul_scalar(x, 2.0f); }},
       {"div_scalar", [](const Tensor& x) { return ops::div_scalar(x, 2.0f); }},
@@ -68,6 +66,14 @@ std::vector<NamedUnary> single_input_ops() {
       {"argmax_rows", ops::argmax_rows},
       {"softmax", ops::softmax},
   };
+  named.insert(named.end(), others.begin(), others.end());
+  return named;
+}
+
+TEST(OpsBadInput, UnaryRefusesAValueOutsideTheOpTable) {
+  const Tensor x = cpu_tensor({1, 2}, {2});
+  expect_error([&] { ops::unary(static_cast<kernels::UnaryOp>(kernels::kUnaryOpCount), x); },
+               {"unary", "unknown UnaryOp"});
 }
 
 TEST(OpsBadInput, EverySingleInputOpRejectsAnUndefinedTensor) {

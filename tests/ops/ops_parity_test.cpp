@@ -120,39 +120,102 @@ TEST_F(KernelParity, FillWritesEveryElement) {
   }
 }
 
-struct UnaryKind {
-  UnaryOp op;
-  const char* name;
-  bool positive_input;
-};
-const std::vector<UnaryKind> kUnaryKinds = {
-    {UnaryOp::kRelu, "relu", false},
-    {UnaryOp::kNeg, "neg", false},
-    {UnaryOp::kExp, "exp", false},
-    {UnaryOp::kLog, "log", true},
-    {UnaryOp::kSqrt, "sqrt", true},
-    {UnaryOp::kAbs, "abs", false},
-    {UnaryOp::kSign, "sign", false},
-    {UnaryOp::kSquare, "square", false},
-    {UnaryOp::kSigmoid, "sigmoid", false},
-    {UnaryOp::kTanh, "tanh", false},
-    {UnaryOp::kAddScalar, "add_scalar", false},
-    {UnaryOp::kMulScalar, "mul_scalar", false},
-    {UnaryOp::kDivScalar, "div_scalar", false},
-    {UnaryOp::kRsubScalar, "rsub_scalar", false},
-};
+// A row's random inputs: its domain from the op table.
+Pair row_pair(const kernels::UnaryOpInfo& row, int64_t n, uint64_t seed) {
+  return random_pair({n}, seed, row.low, row.high);
+}
 
+// The GPU against the CPU for every row of the op table: bit-exact for the exact rows
+// (ulps == 0), within twice the row's bound against float64 for the others (each side is within
+// the bound).
 TEST_F(KernelParity, UnaryEveryOpEverySize) {
-  for (const UnaryKind& kind : kUnaryKinds) {
+  for (const kernels::UnaryOpInfo& row : kernels::kUnaryOps) {
     for (int64_t n : kSizes) {
-      SCOPED_TRACE(std::string(kind.name) + " n=" + std::to_string(n));
-      const Pair x = kind.positive_input ? random_pair({n}, 100 + n, 0.05f, 4.0f)
-                                         : random_pair({n}, 100 + n, -4.0f, 4.0f);
+      SCOPED_TRACE(std::string(row.name) + " n=" + std::to_string(n));
+      const Pair x = row_pair(row, n, 100 + n);
       Tensor expected = Tensor::empty({n}, kCpu);
-      kc::unary(kind.op, x.host.data(), expected.data(), n, 1.75f);
+      kc::unary(row.op, x.host.data(), expected.data(), n);
       Tensor y = poisoned_gpu({n});
-      kg::unary(kind.op, x.device.data(), y.data(), n, 1.75f, stream());
-      expect_close(y.to_vector(), expected.to_vector(), 1e-5, 1e-5, kind.name);
+      kg::unary(row.op, x.device.data(), y.data(), n, stream());
+      testing::expect_within_ulps(y.to_vector(), expected.to_vector(), 2 * row.ulps, 2 * row.atol,
+                                  row.name);
+    }
+  }
+}
+
+// The special values bit for bit on every row: NaN payloads and signs, zeros' signs, infinities,
+// subnormals, the largest floats (kernels/elementwise_ops.h's rules hold on both devices).
+TEST_F(KernelParity, UnaryAndBackwardSpecialValuesAreBitExact) {
+  const std::vector<float> specials = testing::special_values();
+  const int64_t n = int64_t(specials.size());
+  // dy: the specials again, reversed, so that NaN meets ordinary values and NaN.
+  const std::vector<float> dys(specials.rbegin(), specials.rend());
+  const Pair x = pair_of(Tensor::from_vector(specials, {n}, kCpu));
+  const Pair dy = pair_of(Tensor::from_vector(dys, {n}, kCpu));
+  for (const kernels::UnaryOpInfo& row : kernels::kUnaryOps) {
+    SCOPED_TRACE(row.name);
+    Tensor expected = Tensor::empty({n}, kCpu);
+    kc::unary(row.op, x.host.data(), expected.data(), n);
+    Tensor y = poisoned_gpu({n});
+    kg::unary(row.op, x.device.data(), y.data(), n, stream());
+    testing::expect_within_ulps(y.to_vector(), expected.to_vector(), 0, 0,
+                                std::string(row.name) + " forward", specials);
+    if (row.backward_ulps != 0) continue;  // transcendental backward: within ulps (below)
+    Tensor dx_expected = Tensor::empty({n}, kCpu);
+    kc::unary_backward(row.op, x.host.data(), expected.data(), dy.host.data(), dx_expected.data(),
+                       n);
+    Tensor dx = poisoned_gpu({n});
+    kg::unary_backward(row.op, x.device.data(), y.data(), dy.device.data(), dx.data(), n, stream());
+    testing::expect_within_ulps(dx.to_vector(), dx_expected.to_vector(), 0, 0,
+                                std::string(row.name) + " backward", specials);
+  }
+  for (const kernels::BinaryOpInfo& row : kernels::kBinaryOps) {
+    SCOPED_TRACE(row.name);
+    for (Broadcast bc : {Broadcast::kNone, Broadcast::kScalar}) {
+      Tensor expected = Tensor::empty({n}, kCpu);
+      kc::binary(row.op, x.host.data(), dy.host.data() + (bc == Broadcast::kScalar ? 4 : 0),
+                 expected.data(), 1, n, bc);
+      Tensor y = poisoned_gpu({n});
+      kg::binary(row.op, x.device.data(), dy.device.data() + (bc == Broadcast::kScalar ? 4 : 0),
+                 y.data(), 1, n, bc, stream());
+      testing::expect_within_ulps(y.to_vector(), expected.to_vector(), 0, 0, row.name, specials);
+    }
+    for (float s : {-0.0f, 0.0f, std::numeric_limits<float>::infinity(), specials[6], 3.0f}) {
+      for (kernels::ScalarSide side : {kernels::ScalarSide::kRight, kernels::ScalarSide::kLeft}) {
+        Tensor expected = Tensor::empty({n}, kCpu);
+        kc::binary_scalar(row.op, x.host.data(), s, side, expected.data(), n);
+        Tensor y = poisoned_gpu({n});
+        kg::binary_scalar(row.op, x.device.data(), s, side, y.data(), n, stream());
+        testing::expect_within_ulps(y.to_vector(), expected.to_vector(), 0, 0,
+                                    std::string(row.name) + " scalar", specials);
+      }
+    }
+  }
+}
+
+// Every row's backward kernel on awkward sizes, from the x and y the CPU computed (so that only
+// the backward formula is compared): bit-exact where the row is, else within ulps.
+TEST_F(KernelParity, UnaryBackwardEveryOpEverySize) {
+  for (const kernels::UnaryOpInfo& row : kernels::kUnaryOps) {
+    for (int64_t n : kSizes) {
+      SCOPED_TRACE(std::string(row.name) + " n=" + std::to_string(n));
+      std::vector<float> xs = random_tensor({n}, 140, kCpu, row.low, row.high).to_vector();
+      if (!std::isnan(row.kink)) {
+        for (size_t i = 0; i < xs.size(); i += 5) xs[i] = row.kink;  // the kink's own side
+      }
+      const Pair x = pair_of(Tensor::from_vector(xs, {n}, kCpu));
+      Tensor y_host = Tensor::empty({n}, kCpu);
+      kc::unary(row.op, x.host.data(), y_host.data(), n);
+      const Pair y = pair_of(y_host);
+      const Pair dy = random_pair({n}, 141);
+      Tensor expected = Tensor::empty({n}, kCpu);
+      kc::unary_backward(row.op, x.host.data(), y.host.data(), dy.host.data(), expected.data(), n);
+      Tensor dx = poisoned_gpu({n});
+      kg::unary_backward(row.op, x.device.data(), y.device.data(), dy.device.data(), dx.data(), n,
+                         stream());
+      // Bit-exact where the backward is arithmetic on x or y; the others call exp/erf/tanh.
+      testing::expect_within_ulps(dx.to_vector(), expected.to_vector(), row.backward_ulps,
+                                  row.backward_ulps ? 4 * row.atol + 1e-7 : 0.0, row.name);
     }
   }
 }
@@ -163,9 +226,9 @@ TEST_F(KernelParity, UnaryAndBinaryOnMisalignedPointers) {
   const Pair x = random_pair({n + 1}, 110);
   const Pair b = random_pair({n + 1}, 111, 0.5f, 1.5f);
   Tensor expected = Tensor::empty({n}, kCpu);
-  kc::unary(UnaryOp::kTanh, x.host.data() + 1, expected.data(), n, 0.0f);
+  kc::unary(UnaryOp::kTanh, x.host.data() + 1, expected.data(), n);
   Tensor y = poisoned_gpu({n + 1});
-  kg::unary(UnaryOp::kTanh, x.device.data() + 1, y.data() + 1, n, 0.0f, stream());
+  kg::unary(UnaryOp::kTanh, x.device.data() + 1, y.data() + 1, n, stream());
   std::vector<float> got = y.to_vector();
   EXPECT_TRUE(std::isnan(got[0])) << "wrote before the output";
   expect_close(std::vector<float>(got.begin() + 1, got.end()), expected.to_vector(), 1e-5, 1e-5,
@@ -226,21 +289,6 @@ TEST_F(KernelParity, BinaryInPlaceOverA) {
     kg::binary(BinaryOp::kMul, a.device.data(), b.device.data(), a.device.data(), rows, cols, bc,
                stream());
     expect_close(a.device.to_vector(), expected.to_vector(), 1e-6, 1e-6, "in place");
-  }
-}
-
-TEST_F(KernelParity, ReluBackwardEverySize) {
-  for (int64_t n : kSizes) {
-    SCOPED_TRACE(n);
-    std::vector<float> xs = random_tensor({n}, 140, kCpu).to_vector();
-    for (size_t i = 0; i < xs.size(); i += 5) xs[i] = 0.0f;  // the kink passes nothing
-    const Pair x = pair_of(Tensor::from_vector(xs, {n}, kCpu));
-    const Pair dy = random_pair({n}, 141);
-    Tensor expected = Tensor::empty({n}, kCpu);
-    kc::relu_backward(x.host.data(), dy.host.data(), expected.data(), n);
-    Tensor dx = poisoned_gpu({n});
-    kg::relu_backward(x.device.data(), dy.device.data(), dx.data(), n, stream());
-    expect_close(dx.to_vector(), expected.to_vector(), 0, 0, "relu_backward");
   }
 }
 
@@ -731,33 +779,37 @@ OpFn unary_fn(Tensor (*op)(const Tensor&)) {
 
 TEST_F(OpParity, UnaryOpsForwardAndBackward) {
   struct Case {
-    const char* name;
+    std::string name;
     OpFn f;
-    bool positive;
+    float low, high;
+    Tolerance tolerance;
   };
-  const std::vector<Case> cases = {
-      {"relu", unary_fn(ops::relu), false},
-      {"neg", unary_fn(ops::neg), false},
-      {"exp", unary_fn(ops::exp), false},
-      {"log", unary_fn(ops::log), true},
-      {"sqrt", unary_fn(ops::sqrt), true},
-      {"abs", unary_fn(ops::abs), false},
-      {"square", unary_fn(ops::square), false},
-      {"sigmoid", unary_fn(ops::sigmoid), false},
-      {"tanh", unary_fn(ops::tanh), false},
-      {"add_scalar", [](const std::vector<Tensor>& in) { return ops::add_scalar(in[0], 0.5f); },
-       false},
-      {"mul_scalar", [](const std::vector<Tensor>& in) { return ops::mul_scalar(in[0], -1.5f); },
-       false},
-      {"div_scalar", [](const std::vector<Tensor>& in) { return ops::div_scalar(in[0], 3.0f); },
-       false},
-      {"rsub_scalar", [](const std::vector<Tensor>& in) { return ops::rsub_scalar(2.0f, in[0]); },
-       false},
-  };
+  std::vector<Case> cases;
+  for (const kernels::UnaryOpInfo& row : kernels::kUnaryOps) {
+    const UnaryOp op = row.op;
+    // Exact rows agree bit for bit; these tolerances cover the transcendental ones.
+    cases.push_back({row.name,
+                     [op](const std::vector<Tensor>& in) { return ops::unary(op, in[0]); }, row.low,
+                     row.high, row.ulps == 0 ? Tolerance{0, 0} : Tolerance{}});
+  }
+  cases.push_back({"add_scalar",
+                   [](const std::vector<Tensor>& in) { return ops::add_scalar(in[0], 0.5f); },
+                   -3.0f, 3.0f, Tolerance{0, 0}});
+  cases.push_back({"mul_scalar",
+                   [](const std::vector<Tensor>& in) { return ops::mul_scalar(in[0], -1.5f); },
+                   -3.0f, 3.0f, Tolerance{0, 0}});
+  cases.push_back({"div_scalar",
+                   [](const std::vector<Tensor>& in) { return ops::div_scalar(in[0], 3.0f); },
+                   -3.0f, 3.0f, Tolerance{0, 0}});
+  cases.push_back({"rsub_scalar",
+                   [](const std::vector<Tensor>& in) { return ops::rsub_scalar(2.0f, in[0]); },
+                   -3.0f, 3.0f, Tolerance{0, 0}});
   for (const Shape& shape : {Shape{0}, Shape{1}, Shape{7}, Shape{33, 97}, Shape{kBig}}) {
     for (const Case& c : cases) {
-      const Tensor x = random_tensor(shape, 300, kCpu, c.positive ? 0.1f : -3.0f, 3.0f);
-      expect_op_parity(std::string(c.name) + " " + shape_str(shape), c.f, {x});
+      const Tensor x = random_tensor(shape, 300, kCpu, c.low, c.high);
+      // The head gradient is random: backward formulas round like the forward ones.
+      expect_op_parity(c.name + " " + shape_str(shape), c.f, {x}, c.tolerance,
+                       c.tolerance.atol == 0 ? Tolerance{0, 0} : Tolerance{1e-5, 1e-5});
     }
   }
   const Tensor x = random_tensor({1031}, 301, kCpu);

@@ -5,9 +5,13 @@
 #include <cuda_runtime_api.h>
 #include <gtest/gtest.h>
 
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <cstdlib>
+#include <cstring>
 #include <functional>
+#include <sstream>
 #include <string>
 #include <vector>
 
@@ -113,6 +117,81 @@ inline void expect_close(const Tensor& actual, const Tensor& expected, double at
                          const std::string& what = "") {
   ASSERT_EQ(shape_str(actual.shape()), shape_str(expected.shape())) << what;
   expect_close(actual.to_vector(), expected.to_vector(), atol, rtol, what);
+}
+
+// ---- elementwise ops (kernels/elementwise_ops.h) ----
+
+// The values every elementwise row is run on, bit for bit the same on every device: both zeros,
+// both infinities, NaNs with payloads and either sign (quiet and signaling), subnormals, the
+// extremes of the finite floats, and a few ordinary values.
+inline std::vector<float> special_values() {
+  const uint32_t bits[] = {
+      0x00000000u, 0x80000000u,  // +0, -0
+      0x7f800000u, 0xff800000u,  // +inf, -inf
+      0x7fc00000u, 0xffc00000u,  // the quiet NaNs of PyTorch and of x86
+      0x7fc12345u, 0xffd00001u,  // quiet NaNs with payloads
+      0x7f800001u, 0xff812345u,  // signaling NaNs
+      0x00000001u, 0x80000001u,  // the smallest subnormals
+      0x007fffffu, 0x807fffffu,  // the largest subnormals
+      0x00800000u, 0x80800000u,  // the smallest normals
+      0x7f7fffffu, 0xff7fffffu,  // the largest finite floats
+      0x3f800000u, 0xbf800000u,  // +-1
+      0x3f000000u, 0xc0200000u, 0x41a00000u, 0xc2c80000u, 0x3dcccccdu  // 0.5, -2.5, 20, -100, 0.1
+  };
+  std::vector<float> values;
+  for (uint32_t b : bits) {
+    float v;
+    std::memcpy(&v, &b, sizeof v);
+    values.push_back(v);
+  }
+  return values;
+}
+
+inline uint32_t float_bits(float v) {
+  uint32_t b;
+  std::memcpy(&b, &v, sizeof b);
+  return b;
+}
+
+// Distance in representable floats (0 for +0 against -0: a sign of zero is judged by bits).
+inline int64_t ulp_distance(float a, float b) {
+  auto ordered = [](float v) {
+    const int64_t b = int32_t(float_bits(v));
+    return b < 0 ? int64_t(INT32_MIN) - b : b;
+  };
+  const int64_t d = ordered(a) - ordered(b);
+  return d < 0 ? -d : d;
+}
+
+// Every element the same bits (ulps == 0), or within `ulps` floats or `atol` of `expected`, NaN
+// where expected is NaN and never elsewhere.
+inline void expect_within_ulps(const std::vector<float>& actual, const std::vector<float>& expected,
+                               int ulps, double atol, const std::string& what,
+                               const std::vector<float>& inputs = {}) {
+  ASSERT_EQ(actual.size(), expected.size()) << what;
+  size_t failures = 0;
+  for (size_t i = 0; i < actual.size(); ++i) {
+    const float a = actual[i], e = expected[i];
+    bool ok;
+    if (ulps == 0) {
+      ok = float_bits(a) == float_bits(e);
+    } else if (std::isnan(e) || std::isnan(a)) {
+      ok = std::isnan(a) && std::isnan(e);
+    } else {
+      ok = ulp_distance(a, e) <= ulps || std::abs(double(a) - double(e)) <= atol;
+    }
+    if (!ok && failures++ < 5) {
+      std::ostringstream message;
+      message << what << " element " << i;
+      if (i < inputs.size())
+        message << " (input " << inputs[i] << ", bits 0x" << std::hex << float_bits(inputs[i])
+                << std::dec << ")";
+      message << ": got " << a << " (0x" << std::hex << float_bits(a) << "), expected " << e
+              << " (0x" << float_bits(e) << std::dec << "), " << ulp_distance(a, e)
+              << " ulps apart, allowed " << ulps;
+      ADD_FAILURE() << message.str();
+    }
+  }
 }
 
 // Random test data: a seeded uniform fill on the CPU, moved to `device`.
