@@ -14,7 +14,7 @@
 #include "cairn/core/autograd.h"
 #include "cairn/core/cuda_context.h"
 #include "cairn/core/device.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/core/numerics.h"
 #include "cairn/core/ops.h"
 #include "cairn/core/tensor.h"

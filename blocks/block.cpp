@@ -5,7 +5,7 @@
 
 #include "cairn/blocks/safetensors.h"
 #include "cairn/core/cuda_graph.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn {
 namespace {

@@ -1,7 +1,7 @@
 #include "cairn/blocks/checkpoint.h"
 
 #include "cairn/blocks/safetensors.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn {
 namespace {

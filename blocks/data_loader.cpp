@@ -9,7 +9,7 @@
 
 #include "cairn/blocks/idx.h"
 #include "cairn/core/cuda_context.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/cpu/vector_dispatch.h"
 

@@ -9,7 +9,7 @@
 #include "cairn/blocks/trainer.h"
 #include "cairn/core/autograd.h"
 #include "cairn/core/cuda_context.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn {
 namespace {

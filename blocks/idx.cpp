@@ -14,7 +14,7 @@
 #include <sstream>
 
 #include "cairn/core/atomic_file.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn {
 namespace {

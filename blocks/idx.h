@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-#include "cairn/core/error.h"  // the cairn::Error these functions throw
+#include "cairn/base/error.h"  // the cairn::Error these functions throw
 
 namespace cairn {
 

@@ -2,7 +2,7 @@
 
 #include <cmath>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn {
 namespace {

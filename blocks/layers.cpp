@@ -2,7 +2,7 @@
 
 #include <optional>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/core/ops.h"
 #include "cairn/kernels/elementwise_ops.h"
 

@@ -1,6 +1,6 @@
 #include "cairn/blocks/loss.h"
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/core/ops.h"
 
 namespace cairn {

@@ -4,7 +4,7 @@
 #include <cstdio>
 
 #include "cairn/blocks/captured_state.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/core/ops/op_support.h"
 #include "cairn/kernels/optimizer.h"
 

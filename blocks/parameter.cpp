@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "cairn/blocks/captured_state.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn {
 

@@ -15,7 +15,7 @@
 
 #include "cairn/blocks/safetensors_dtypes.h"
 #include "cairn/core/atomic_file.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 // The data section holds little-endian bytes, which we copy straight from and into tensor memory.
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__

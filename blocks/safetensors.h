@@ -23,7 +23,7 @@
 #include <utility>
 #include <vector>
 
-#include "cairn/core/error.h"  // the cairn::Error these functions throw
+#include "cairn/base/error.h"  // the cairn::Error these functions throw
 #include "cairn/core/tensor.h"
 
 namespace cairn {

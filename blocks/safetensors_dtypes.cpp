@@ -4,7 +4,7 @@
 #include <cstring>
 #include <limits>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/core/half_float.h"
 #include "cairn/core/tensor.h"
 

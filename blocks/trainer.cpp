@@ -9,7 +9,7 @@
 
 #include "cairn/blocks/captured_state.h"
 #include "cairn/core/cuda_graph.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn {
 namespace {

@@ -6,7 +6,7 @@
 #include <vector>
 
 #include "cairn/blocks/trainer.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn {
 namespace {

@@ -5,7 +5,7 @@
 #include <array>
 
 #include "cairn/core/cuda_context.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn {
 namespace {

@@ -8,7 +8,7 @@
 #include <cerrno>
 #include <cstring>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn {
 namespace {

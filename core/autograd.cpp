@@ -4,7 +4,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/core/numerics.h"
 #include "cairn/core/ops.h"
 #include "cairn/core/storage.h"

@@ -11,7 +11,7 @@
 
 #include "cairn/core/allocator.h"
 #include "cairn/core/cuda_graph.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn::cuda {
 namespace {

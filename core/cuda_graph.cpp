@@ -4,7 +4,7 @@
 
 #include "cairn/core/allocator.h"
 #include "cairn/core/cuda_context.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn::cuda {
 namespace {

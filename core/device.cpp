@@ -6,7 +6,7 @@
 #include <mutex>
 #include <optional>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn {
 namespace {

@@ -4,7 +4,7 @@
 #include <memory>
 #include <string>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 #if defined(__has_feature)
 #if __has_feature(address_sanitizer)

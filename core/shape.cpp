@@ -2,7 +2,7 @@
 
 #include <limits>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn {
 

@@ -1,6 +1,5 @@
 # Tensors, devices, memory, errors, autograd and the op API.
 set(CAIRN_CORE_SOURCES
-  core/error.cpp
   core/atomic_file.cpp
   core/device.cpp
   core/cuda_context.cpp

@@ -10,7 +10,7 @@
 #include "cairn/core/allocator.h"
 #include "cairn/core/cuda_context.h"
 #include "cairn/core/cuda_graph.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/core/host_allocator.h"
 
 namespace cairn {

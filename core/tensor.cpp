@@ -9,7 +9,7 @@
 
 #include "cairn/core/autograd.h"
 #include "cairn/core/cuda_context.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/core/ops.h"
 #include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/random.h"

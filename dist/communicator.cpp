@@ -8,7 +8,7 @@
 #include <cstdlib>
 #include <map>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/dist/backends.h"
 
 namespace cairn::dist {

@@ -1,7 +1,7 @@
 #include "cairn/dist/gradient_reducer.h"
 
 #include "cairn/core/autograd.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/core/ops.h"
 
 namespace cairn::dist {

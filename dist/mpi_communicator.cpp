@@ -23,7 +23,7 @@
 #include <thread>
 #include <vector>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/dist/backends.h"
 #include "cairn/dist/communicator.h"
 

@@ -17,7 +17,7 @@
 #include <vector>
 
 #include "cairn/core/cuda_context.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/dist/backends.h"
 #include "cairn/dist/communicator.h"
 

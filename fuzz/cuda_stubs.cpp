@@ -2,7 +2,7 @@
 // readers only ever make CPU tensors. core/ links against the kernel launchers all the same, so
 // each one is defined here to throw. Reaching one would mean a CPU-only path touched the GPU,
 // which is a finding in itself. A new launcher in kernels/*.h needs a line here.
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/dense.h"
 #include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/gemm.h"

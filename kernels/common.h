@@ -12,15 +12,15 @@
 #define CAIRN_HOST_DEVICE
 #endif
 
-// The CUDA launchers take the caller's stream as an opaque handle (a cudaStream_t), so that these
-// headers need no CUDA include.
-struct CUstream_st;
-struct cublasContext;
+#include "cairn/base/handles.h"
 
 namespace cairn::kernels {
 
-using StreamHandle = CUstream_st*;  // == cudaStream_t
-using BlasHandle = cublasContext*;  // == cublasHandle_t
+// The CUDA launchers take the caller's stream as an opaque handle (a cudaStream_t), so that these
+// headers need no CUDA include.
+using cairn::BlasHandle;
+using cairn::LtHandle;
+using cairn::StreamHandle;
 
 // Whether a kernel overwrites its output or adds into it. Never a bool.
 enum class Accumulate { kOverwrite, kAdd };

@@ -22,11 +22,9 @@
 
 #include "cairn/kernels/common.h"
 
-struct cublasLtContext;
 
 namespace cairn::kernels {
 
-using LtHandle = cublasLtContext*;  // == cublasLtHandle_t
 
 // How cuBLAS may round float32 products: exact float32 (the default) or TF32 tensor cores, an
 // explicit opt-in (about 10 bits of mantissa in the products).

@@ -1,7 +1,7 @@
 // plan_gemm: the one place where a row-major GEMM request becomes a column-major BLAS call.
 #include <algorithm>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/gemm.h"
 
 namespace cairn::kernels {

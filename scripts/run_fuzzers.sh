@@ -59,7 +59,7 @@ flags=(-std=c++17 -O1 -g -fno-omit-frame-pointer -fmacro-prefix-map="$root/"= -f
        -fno-sanitize-recover=undefined -I"$build/include" -I"$root/fuzz" -isystem "$cuda_home/include")
 # The reader's dependencies: core (Tensor and what it links to) and the CPU kernels; the CUDA
 # kernels are replaced by stubs.
-sources=(core/*.cpp core/ops/*.cpp kernels/gemm_plan.cpp kernels/cpu/*.cpp
+sources=(base/*.cpp core/*.cpp core/ops/*.cpp kernels/gemm_plan.cpp kernels/cpu/*.cpp
          blocks/safetensors.cpp blocks/safetensors_dtypes.cpp blocks/idx.cpp fuzz/cuda_stubs.cpp)
 objects=()
 # Rebuilt when missing, or older than this script or any file its dependency list names.

@@ -1,3 +1,5 @@
+# The layers' include arrows run one way (blocks -> dist -> core -> kernels -> base).
+add_test(NAME layers.include_arrows_run_one_way COMMAND bash ${PROJECT_SOURCE_DIR}/scripts/check_layers.sh)
 # Test binaries. Each area owns one line.
 cairn_add_test(cpu_kernels_test kernels/cpu_kernels_test.cpp kernels/cpu_parallel_test.cpp)
 cairn_add_test(core_test core/allocator_test.cpp core/tensor_test.cpp core/autograd_test.cpp core/streams_test.cpp

@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "cairn/core/cuda_context.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/core/storage.h"
 #include "cairn/core/tensor.h"
 

@@ -12,7 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/cpu/small_gemm.h"
 

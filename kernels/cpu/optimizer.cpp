@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/cpu/vector_dispatch.h"
 

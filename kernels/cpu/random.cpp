@@ -3,7 +3,7 @@
 
 #include <cmath>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/philox.h"
 
 namespace cairn::kernels::cpu {

@@ -10,7 +10,7 @@
 #include <cstdlib>
 #include <cstring>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/cpu/vector_dispatch.h"
 
 // The 8-float vectors below are only ever inside always_inline functions of one translation unit:

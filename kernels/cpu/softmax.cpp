@@ -5,7 +5,7 @@
 #include <limits>
 #include <vector>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 namespace cairn::kernels::cpu {
 

@@ -14,7 +14,7 @@
 #include <climits>
 #include <cstdint>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/reduce.h"
 
 namespace cairn::kernels::cuda {

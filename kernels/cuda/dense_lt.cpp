@@ -11,7 +11,7 @@
 #include <set>
 #include <string>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/dense.h"
 #include "cairn/kernels/lt_plan.h"
 

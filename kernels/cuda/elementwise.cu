@@ -11,7 +11,7 @@
 #include <algorithm>
 #include <cstdint>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/cuda/launch.cuh"
 #include "cairn/kernels/elementwise.h"
 

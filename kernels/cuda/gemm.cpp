@@ -11,7 +11,7 @@
 #include <climits>
 #include <cstdint>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/gemm.h"
 
 namespace cairn::kernels::cuda {

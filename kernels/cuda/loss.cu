@@ -12,7 +12,7 @@
 #include <cstdint>
 #include <cub/block/block_reduce.cuh>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/cuda/launch.cuh"
 #include "cairn/kernels/loss.h"
 

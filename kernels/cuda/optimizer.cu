@@ -10,7 +10,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/cuda/launch.cuh"
 #include "cairn/kernels/optimizer.h"
 

@@ -13,7 +13,7 @@
 #include <cub/device/device_reduce.cuh>
 #include <cuda/std/functional>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/cuda/max_combine.cuh"
 #include "cairn/kernels/reduce.h"
 

@@ -13,7 +13,7 @@
 #include <cuda/std/cmath>
 #include <type_traits>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/cuda/launch.cuh"
 #include "cairn/kernels/cuda/max_combine.cuh"
 #include "cairn/kernels/reduce.h"

@@ -4,7 +4,7 @@
 
 #include <cstdint>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/cuda/launch.cuh"
 #include "cairn/kernels/gemm.h"
 

@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "cairn/blocks/lr_schedule.h"
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/dist/communicator.h"
 #include "dist/dist_fixtures.h"
 

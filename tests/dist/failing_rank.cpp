@@ -4,7 +4,7 @@
 #include <cstdio>
 #include <exception>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/dist/communicator.h"
 #include "dist/dist_fixtures.h"
 

@@ -24,7 +24,7 @@
 #include <thread>
 #include <vector>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/gemm.h"
 #include "cairn/kernels/loss.h"

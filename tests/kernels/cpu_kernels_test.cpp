@@ -8,7 +8,7 @@
 #include <limits>
 #include <vector>
 
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 #include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/cpu/small_gemm.h"
 #include "cairn/kernels/elementwise.h"

@@ -1,4 +1,4 @@
-#include "cairn/core/error.h"
+#include "cairn/base/error.h"
 
 #include <cublas_api.h>
 #include <cuda_runtime_api.h>
