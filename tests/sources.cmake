@@ -117,5 +117,5 @@ endif()
 # host-code hazards only the fake can provoke (heuristic refusals, stream races).
 if(CAIRN_FAKE_CUDA)
   cairn_add_test(fake_cuda_test fake_cuda/fake_runtime_test.cpp fake_cuda/fake_blas_test.cpp
-                 fake_cuda/fake_launchers_test.cpp)
+                 fake_cuda/fake_launchers_test.cpp fake_cuda/fake_fallback_test.cpp)
 endif()
