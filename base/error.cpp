@@ -5,6 +5,7 @@
 #include <curand.h>
 
 #include <atomic>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -79,6 +80,14 @@ void throw_cuda_error(int status, const char* expr, const char* file, int line) 
   const auto error = static_cast<cudaError_t>(status);
   throw Error(make_message("CUDA error ", cudaGetErrorName(error), " (", cudaGetErrorString(error),
                            ") in ", expr, " [", source_name(file), ":", line, "]"));
+}
+
+void report_cuda_error(int status, const char* expr, const char* file, int line) noexcept {
+  cudaGetLastError();
+  const auto error = static_cast<cudaError_t>(status);
+  std::fprintf(stderr, "cairn: CUDA error %s (%s) in %s [%s:%d] (on a release path: not thrown)\n",
+               cudaGetErrorName(error), cudaGetErrorString(error), expr,
+               source_name(file), line);
 }
 
 void throw_cublas_error(int status, const char* expr, const char* file, int line) {

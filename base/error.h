@@ -32,6 +32,8 @@ std::string make_message(const Args&... args) {
 [[noreturn]] void throw_cuda_error(int status, const char* expr, const char* file, int line);
 [[noreturn]] void throw_cublas_error(int status, const char* expr, const char* file, int line);
 [[noreturn]] void throw_curand_error(int status, const char* expr, const char* file, int line);
+// For release paths, which must not throw: one line on stderr, and the last error cleared.
+void report_cuda_error(int status, const char* expr, const char* file, int line) noexcept;
 
 }  // namespace detail
 }  // namespace cairn
@@ -55,6 +57,16 @@ std::string make_message(const Args&... args) {
     if (cairn_status_ != 0) {                                                           \
       ::cairn::detail::throw_cuda_error(int(cairn_status_), #expr, __FILE__, __LINE__); \
     }                                                                                   \
+  } while (0)
+
+// CAIRN_CUDA_CHECK for destructors and release paths (noexcept): a failure is said on stderr, not
+// thrown, and does not linger as the thread's last error to fail an unrelated later check.
+#define CAIRN_CUDA_REPORT(expr)                                                          \
+  do {                                                                                   \
+    const auto cairn_status_ = (expr);                                                   \
+    if (cairn_status_ != 0) {                                                            \
+      ::cairn::detail::report_cuda_error(int(cairn_status_), #expr, __FILE__, __LINE__); \
+    }                                                                                    \
   } while (0)
 
 #define CAIRN_CUBLAS_CHECK(expr)                                                          \

@@ -51,7 +51,7 @@ class ReleaseCacheAtExit {
   ReleaseCacheAtExit() = default;
   ~ReleaseCacheAtExit() {
     if (!cuda_available()) return;
-    cudaStreamSynchronize(cuda::current_stream(gpu()));
+    CAIRN_CUDA_REPORT(cudaStreamSynchronize(cuda::current_stream(gpu())));
     cuda_allocator(0).empty_cache();
   }
   ReleaseCacheAtExit(const ReleaseCacheAtExit&) = delete;
@@ -65,8 +65,8 @@ class EventPair {
     CAIRN_CUDA_CHECK(cudaEventCreate(&stop_));
   }
   ~EventPair() {
-    cudaEventDestroy(start_);
-    cudaEventDestroy(stop_);
+    CAIRN_CUDA_REPORT(cudaEventDestroy(start_));
+    CAIRN_CUDA_REPORT(cudaEventDestroy(stop_));
   }
   EventPair(const EventPair&) = delete;
   EventPair& operator=(const EventPair&) = delete;

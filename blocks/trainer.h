@@ -118,6 +118,7 @@ class Trainer {
   std::shared_ptr<Optimizer> optimizer_;
   int64_t steps_ = 0;
   void rebind_gradient_reducer_if_stale();
+  void trained_leaves(std::vector<Tensor>& leaves, std::vector<std::string>& names) const;
   dist::CommunicatorPtr communicator_;
   std::shared_ptr<dist::GradientReducer> reducer_;
   dist::BucketOptions reducer_options_;

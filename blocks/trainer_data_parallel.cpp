@@ -94,12 +94,7 @@ void Trainer::enable_data_parallel(dist::CommunicatorPtr communicator,
 
   std::vector<Tensor> leaves;
   std::vector<std::string> names;
-  for (const Entry& entry : entries_) {
-    const Parameter& parameter = *entry.parameter;
-    if (!parameter.trainable()) continue;
-    leaves.push_back(parameter.data());
-    names.push_back(entry.name);
-  }
+  trained_leaves(leaves, names);
   reducer_.reset();  // its hooks go before the new reducer adds its own
   reducer_ = std::make_shared<dist::GradientReducer>(std::move(leaves), std::move(names),
                                                      communicator, options);
@@ -113,15 +108,20 @@ void Trainer::enable_data_parallel(dist::CommunicatorPtr communicator,
 // ones stay this rank's own: the ranks would drift apart. So before each step, a reducer on the
 // parameters' current tensors if any moved. Its first finish() reduces every gradient whole
 // (no hook of the new reducer fired in this backward); later steps overlap again.
-void Trainer::rebind_gradient_reducer_if_stale() {
-  std::vector<Tensor> leaves;
-  std::vector<std::string> names;
+// The tensors whose gradients data-parallel training averages, with their names.
+void Trainer::trained_leaves(std::vector<Tensor>& leaves, std::vector<std::string>& names) const {
   for (const Entry& entry : entries_) {
     const Parameter& parameter = *entry.parameter;
     if (!parameter.trainable()) continue;
     leaves.push_back(parameter.data());
     names.push_back(entry.name);
   }
+}
+
+void Trainer::rebind_gradient_reducer_if_stale() {
+  std::vector<Tensor> leaves;
+  std::vector<std::string> names;
+  trained_leaves(leaves, names);
   const std::vector<Tensor>& bound = reducer_->leaves();
   bool stale = leaves.size() != bound.size();
   for (size_t i = 0; !stale && i < leaves.size(); ++i) stale = !leaves[i].same(bound[i]);

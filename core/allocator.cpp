@@ -259,7 +259,7 @@ class CudaRawAllocator final : public RawAllocator {
 
   void release(void* ptr) noexcept override {
     // cudaFree synchronises the device, so queued kernels that still use the block finish first.
-    cudaFree(ptr);
+    CAIRN_CUDA_REPORT(cudaFree(ptr));
   }
 
   // Called under the caching allocator's lock. A stream being captured needs no ordering (it is

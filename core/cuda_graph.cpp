@@ -83,8 +83,8 @@ Graph::~Graph() {
   // capturing, and a device-wide synchronisation would break its capture).
   DeviceGuard guard(device_);
   if (done_ != nullptr) {
-    cudaEventSynchronize(static_cast<cudaEvent_t>(done_));
-    cudaEventDestroy(static_cast<cudaEvent_t>(done_));
+    CAIRN_CUDA_REPORT(cudaEventSynchronize(static_cast<cudaEvent_t>(done_)));
+    CAIRN_CUDA_REPORT(cudaEventDestroy(static_cast<cudaEvent_t>(done_)));
   }
   if (exec_ != nullptr) cudaGraphExecDestroy(static_cast<cudaGraphExec_t>(exec_));
   if (graph_ != nullptr) cudaGraphDestroy(static_cast<cudaGraph_t>(graph_));

@@ -49,6 +49,7 @@
 #include <string>
 #include <vector>
 
+#include "cairn/tests/fake_cuda/blas_common.h"
 #include "cairn/tests/fake_cuda/fake_device.h"
 
 // The handle type cublas_api.h only declares.
@@ -84,34 +85,12 @@ Registry& registry() {
 
 std::atomic<int64_t> g_sgemm_count{0};
 
-// Says why on stderr (real cuBLAS says nothing unless logging is on; a test needs to know).
 cublasStatus_t refuse(cublasStatus_t status, const char* what, const std::string& message) {
-  std::fprintf(stderr, "fake cuBLAS: %s: %s\n", what, message.c_str());
-  return status;
+  return blas::refuse("cuBLAS", status, what, message);
 }
 
-// Runs a C API body so that no exception escapes it.
-template <typename Body>
-cublasStatus_t guarded(Body body) noexcept {
-  try {
-    return body();
-  } catch (const std::bad_alloc&) {
-    return CUBLAS_STATUS_ALLOC_FAILED;
-  } catch (...) {
-    return CUBLAS_STATUS_INTERNAL_ERROR;
-  }
-}
-
-// An enum argument's value as the caller passed it. A C caller may pass any int, and loading an
-// out-of-range value as the enum type is undefined in C++ (UBSan reports it), so the fake reads
-// the bytes instead and validates the int.
-template <typename Enum>
-int raw(const Enum& value) {
-  static_assert(sizeof(Enum) == sizeof(int), "cuBLAS enums are int-sized");
-  int bits = 0;
-  std::memcpy(&bits, &value, sizeof bits);
-  return bits;
-}
+using blas::guarded;
+using blas::raw;
 
 // Runs `body` on the live handle with the registry locked; NOT_INITIALIZED for anything else
 // (looked up by address first, so a destroyed handle is never dereferenced).

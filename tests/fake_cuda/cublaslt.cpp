@@ -50,6 +50,7 @@
 #include <vector>
 
 #include "cairn/tests/fake_cuda/control.h"
+#include "cairn/tests/fake_cuda/blas_common.h"
 #include "cairn/tests/fake_cuda/fake_device.h"
 
 // The handle type cublasLt.h only declares. It holds nothing: it is known by its address.
@@ -103,30 +104,11 @@ Registry& registry() {
 }
 
 cublasStatus_t refuse(cublasStatus_t status, const char* what, const std::string& message) {
-  std::fprintf(stderr, "fake cuBLASLt: %s: %s\n", what, message.c_str());
-  return status;
+  return blas::refuse("cuBLASLt", status, what, message);
 }
 
-template <typename Body>
-cublasStatus_t guarded(Body body) noexcept {
-  try {
-    return body();
-  } catch (const std::bad_alloc&) {
-    return CUBLAS_STATUS_ALLOC_FAILED;
-  } catch (...) {
-    return CUBLAS_STATUS_INTERNAL_ERROR;
-  }
-}
-
-// An enum argument's value as passed: loading an out-of-range value as the enum type is undefined
-// in C++ (UBSan reports it), and a C caller may pass any int.
-template <typename Enum>
-int raw(const Enum& value) {
-  static_assert(sizeof(Enum) == sizeof(int), "cuBLASLt enums are int-sized");
-  int bits = 0;
-  std::memcpy(&bits, &value, sizeof bits);
-  return bits;
-}
+using blas::guarded;
+using blas::raw;
 
 // The live `Object` behind an opaque handle, or nullptr. Call with the registry locked.
 template <typename Object>
