@@ -197,7 +197,10 @@ Tensor HybridForward::run(const std::string& block_name, const Tensor& x,
     for (auto& [shape, entry] : by_shape_) entry.graph.reset();
     captured_epoch_ = captured_state_epoch();
   }
-  const std::string key = shape_str(x.shape()) + dtype_name(x.dtype());
+  // The mode is part of the key: a graph captured while training (dropout on, batch statistics)
+  // is never replayed to predict, nor the other way round.
+  const std::string key = shape_str(x.shape()) + dtype_name(x.dtype()) +
+                          (autograd::is_training() ? " training" : " predicting");
   if (by_shape_.count(key) == 0 && graphs() >= kMaxGraphs) evict_least_recently_used();
   Entry& entry = by_shape_[key];
   ++entry.calls;

@@ -13,6 +13,7 @@ namespace cairn::autograd {
 namespace {
 
 thread_local bool t_recording = false;
+thread_local bool t_training = false;
 
 // Nodes reachable from `root`, each after every node that consumes its output. Iterative, because
 // a graph from a long data-dependent loop can be deeper than the call stack.
@@ -125,12 +126,29 @@ Node::~Node() {
   }
 }
 
-RecordScope::RecordScope() : previous_(t_recording) { t_recording = true; }
-RecordScope::~RecordScope() { t_recording = previous_; }
-PauseScope::PauseScope() : previous_(t_recording) { t_recording = false; }
-PauseScope::~PauseScope() { t_recording = previous_; }
+RecordScope::RecordScope(Mode mode) : previous_recording_(t_recording), previous_training_(t_training) {
+  t_recording = true;
+  t_training = mode == Mode::kTraining;
+}
+RecordScope::~RecordScope() {
+  t_recording = previous_recording_;
+  t_training = previous_training_;
+}
+PauseScope::PauseScope(Mode mode) : previous_recording_(t_recording), previous_training_(t_training) {
+  t_recording = false;
+  t_training = mode == Mode::kTraining;
+}
+PauseScope::~PauseScope() {
+  t_recording = previous_recording_;
+  t_training = previous_training_;
+}
+TrainModeScope::TrainModeScope() : previous_(t_training) { t_training = true; }
+TrainModeScope::~TrainModeScope() { t_training = previous_; }
+PredictModeScope::PredictModeScope() : previous_(t_training) { t_training = false; }
+PredictModeScope::~PredictModeScope() { t_training = previous_; }
 
 bool is_recording() { return t_recording; }
+bool is_training() { return t_training; }
 
 bool should_record(const std::vector<Tensor>& inputs) {
   if (!t_recording) return false;

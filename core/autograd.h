@@ -35,31 +35,66 @@ struct Node {
   ~Node();
 };
 
-// Records ops while alive; nests; restores the previous state on exit.
+// ---- Training and prediction mode (Gluon's model; docs/DESIGN.md, "Training mode") ----
+// Blocks whose forward differs when training (Dropout, BatchNorm) ask is_training(). It is true
+// only inside a RecordScope (Gluon's autograd.record(train_mode=True)) or a TrainModeScope, so a
+// forward outside recording, which is what evaluation is, always predicts: dropout off, running
+// statistics used and left alone. PredictModeScope and RecordScope(Mode::kPredict) record a tape
+// in prediction mode (gradients of a network as deployed); TrainModeScope trains without a tape.
+enum class Mode { kTraining, kPredict };
+
+// Records ops while alive, in training mode unless told otherwise; nests; restores the previous
+// state on exit.
 class RecordScope {
  public:
-  RecordScope();
+  explicit RecordScope(Mode mode = Mode::kTraining);
   ~RecordScope();
   RecordScope(const RecordScope&) = delete;
   RecordScope& operator=(const RecordScope&) = delete;
 
  private:
-  bool previous_;
+  bool previous_recording_;
+  bool previous_training_;
 };
 
-// Stops recording while alive (inside a RecordScope), e.g. for metrics computed mid-step.
+// Stops recording while alive (inside a RecordScope), e.g. for metrics computed mid-step, and
+// predicts meanwhile, as Gluon's autograd.pause(train_mode=False) does.
 class PauseScope {
  public:
-  PauseScope();
+  explicit PauseScope(Mode mode = Mode::kPredict);
   ~PauseScope();
   PauseScope(const PauseScope&) = delete;
   PauseScope& operator=(const PauseScope&) = delete;
+
+ private:
+  bool previous_recording_;
+  bool previous_training_;
+};
+
+// Set the mode alone while alive, recording untouched (Gluon's train_mode() / predict_mode()).
+class TrainModeScope {
+ public:
+  TrainModeScope();
+  ~TrainModeScope();
+  TrainModeScope(const TrainModeScope&) = delete;
+  TrainModeScope& operator=(const TrainModeScope&) = delete;
+
+ private:
+  bool previous_;
+};
+class PredictModeScope {
+ public:
+  PredictModeScope();
+  ~PredictModeScope();
+  PredictModeScope(const PredictModeScope&) = delete;
+  PredictModeScope& operator=(const PredictModeScope&) = delete;
 
  private:
   bool previous_;
 };
 
 bool is_recording();
+bool is_training();
 
 // True when recording and at least one input needs a gradient: only then does an op record.
 bool should_record(const std::vector<Tensor>& inputs);

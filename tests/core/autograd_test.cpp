@@ -32,6 +32,44 @@ TEST(Autograd, RecordsOnlyInsideARecordScope) {
   EXPECT_FALSE(autograd::is_recording());
 }
 
+// Gluon's model: training mode comes with recording and only there (or in a TrainModeScope), so
+// a forward outside recording, which evaluation is, predicts.
+TEST(Autograd, TrainingModeComesWithRecordingAndScopesRestoreIt) {
+  EXPECT_FALSE(autograd::is_training());
+  {
+    autograd::RecordScope record;
+    EXPECT_TRUE(autograd::is_training());
+    {
+      autograd::PauseScope pause;  // metrics mid-step predict
+      EXPECT_FALSE(autograd::is_training());
+      EXPECT_FALSE(autograd::is_recording());
+    }
+    EXPECT_TRUE(autograd::is_training());
+    {
+      autograd::PredictModeScope predict;
+      EXPECT_FALSE(autograd::is_training());
+      EXPECT_TRUE(autograd::is_recording());
+    }
+    {
+      autograd::PauseScope pause(autograd::Mode::kTraining);
+      EXPECT_TRUE(autograd::is_training());
+      EXPECT_FALSE(autograd::is_recording());
+    }
+  }
+  EXPECT_FALSE(autograd::is_training());
+  {
+    autograd::RecordScope record(autograd::Mode::kPredict);
+    EXPECT_TRUE(autograd::is_recording());
+    EXPECT_FALSE(autograd::is_training());
+  }
+  {
+    autograd::TrainModeScope train;
+    EXPECT_TRUE(autograd::is_training());
+    EXPECT_FALSE(autograd::is_recording());
+  }
+  EXPECT_FALSE(autograd::is_training());
+}
+
 TEST(Autograd, ALeafUsedTwiceGetsTheSumOfBothUses) {
   Tensor x = leaf({1, -2, 3});
   {
