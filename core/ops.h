@@ -6,6 +6,7 @@
 // backward when autograd is recording. Results are new tensors; inputs are never modified.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 
 #include "cairn/core/tensor.h"
@@ -99,6 +100,21 @@ bool fused_dense();
 
 // ---- Shape ----
 Tensor reshape(const Tensor& x, const Shape& shape);  // shares the data; -1 is inferred
+
+// ---- Convolution ----
+struct Conv2DParams {
+  int64_t stride_h = 1, stride_w = 1;
+  int64_t pad_h = 0, pad_w = 0;
+  int64_t dilation_h = 1, dilation_w = 1;
+  int64_t groups = 1;
+};
+// x: (N, C, H, W), weight: (K, C / groups, R, S), bias: (K) or undefined -> (N, K, P, Q), PyTorch's
+// conv2d semantics (zero padding, cross-correlation). im2col + GEMM on both devices (no cuDNN);
+// deterministic (col2im gathers, no atomics).
+Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const Conv2DParams& params);
+// Debug switch: the most bytes of scratch one GPU chunk of conv2d's batch may use (0: the default,
+// 256 MiB). Tests set it small to run the chunked path on small shapes.
+void set_conv2d_chunk_bytes(size_t bytes);
 
 }  // namespace cairn::ops
 
