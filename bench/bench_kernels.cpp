@@ -275,6 +275,64 @@ void optimizer_shapes(benchmark::internal::Benchmark* b) {
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
 
+// ---- conv2d (ops::conv2d: im2col + cuBLAS + layout pass), compute-bound: GFLOP/s, not bandwidth ----
+
+// x: (n, c, h, h), weight: (k, c, r, r), stride, padding; one input set (no rotation: the GEMMs,
+// not memory, set the time).
+ops::Conv2DParams conv_params(const benchmark::State& state) {
+  ops::Conv2DParams p;
+  p.stride_h = p.stride_w = state.range(5);
+  p.pad_h = p.pad_w = state.range(6);
+  return p;
+}
+
+void gpu_conv(benchmark::State& state, bool backward) {
+  if (skip_without_cuda(state)) return;
+  ReleaseCacheAtExit release;
+  guarded(state, [&] {
+    const int64_t n = state.range(0), c = state.range(1), h = state.range(2), k = state.range(3),
+                  r = state.range(4);
+    const ops::Conv2DParams params = conv_params(state);
+    Tensor x = Tensor::uniform({n, c, h, h}, -1.0f, 1.0f, 31, gpu());
+    Tensor w = Tensor::uniform({k, c, r, r}, -1.0f, 1.0f, 32, gpu());
+    Tensor b = Tensor::uniform({k}, -1.0f, 1.0f, 33, gpu());
+    if (backward) {
+      x.attach_grad();
+      w.attach_grad();
+      b.attach_grad();
+    }
+    const int64_t p = (h + 2 * params.pad_h - r) / params.stride_h + 1;
+    const Tensor head = Tensor::uniform({n, k, p, p}, -1.0f, 1.0f, 34, gpu());
+    const Rotation rotation{1, 10};
+    const std::vector<double> per_launch =
+        time_launches(state, rotation, [&](int, cudaStream_t) {
+          if (!backward) {
+            ops::conv2d(x, w, b, params);
+            return;
+          }
+          autograd::RecordScope record;
+          ops::conv2d(x, w, b, params).backward(head);
+        });
+    const double t = median(per_launch);
+    // 2 flops a multiply-add; backward is two GEMMs of the forward's size (dx, dw).
+    const double flops = 2.0 * double(n * k * p * p) * double(c * r * r) * (backward ? 2 : 1);
+    state.counters["us"] = t * 1e6;
+    state.counters["GFLOPps"] = flops / t * 1e-9;
+  });
+}
+
+void BM_gpu_conv2d_forward(benchmark::State& state) { gpu_conv(state, false); }
+void BM_gpu_conv2d_backward(benchmark::State& state) { gpu_conv(state, true); }
+
+void conv_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"n", "c", "h", "k", "r", "stride", "pad"});
+  b->Args({256, 6, 14, 16, 5, 1, 0});    // LeNet's second convolution
+  b->Args({128, 64, 32, 64, 3, 1, 1});   // a ResNet block's 3x3
+  b->Args({128, 64, 32, 128, 3, 2, 1});  // its down-sampling 3x3
+  b->Args({128, 256, 16, 64, 1, 1, 0});  // a bottleneck's 1x1 (no im2col)
+  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
 BENCHMARK(BM_gpu_copy_reference)->Apply(elementwise_shapes);
 BENCHMARK(BM_gpu_relu_forward)->Apply(elementwise_shapes);
 BENCHMARK(BM_gpu_relu_backward)->Apply(elementwise_shapes);
@@ -288,6 +346,8 @@ BENCHMARK(BM_gpu_softmax_xent_forward)->Apply(softmax_shapes);
 BENCHMARK(BM_gpu_sgd_update)->Apply(optimizer_shapes);
 BENCHMARK(BM_gpu_sgd_momentum_update)->Apply(optimizer_shapes);
 BENCHMARK(BM_gpu_adam_update)->Apply(optimizer_shapes);
+BENCHMARK(BM_gpu_conv2d_forward)->Apply(conv_shapes);
+BENCHMARK(BM_gpu_conv2d_backward)->Apply(conv_shapes);
 
 // ---- CPU twins (kernels/cpu), wall clock, against memcpy of the same bytes ----
 
