@@ -42,7 +42,7 @@ class Conv2D : public Block {
   std::string describe() const override;
 
   int64_t channels() const { return channels_; }
-  int64_t in_channels() const { return in_channels_; }  // 0 until known
+  int64_t in_channels() const;  // 0 until known (the first forward, or a loaded file)
   Size2 kernel_size() const { return kernel_size_; }
   const Conv2DOptions& options() const { return options_; }
   const ParameterPtr& weight() const { return weight_; }
@@ -54,7 +54,6 @@ class Conv2D : public Block {
   int64_t channels_;
   Size2 kernel_size_;
   Conv2DOptions options_;
-  int64_t in_channels_;
   ParameterPtr weight_;
   ParameterPtr bias_;
 };
