@@ -92,14 +92,15 @@ CAIRN_HOST_DEVICE inline int64_t conv_out_index(int64_t in_index, int64_t tap, i
   return o < out ? o : -1;
 }
 
-// dx[image, c, h, w] = the sum of the column entries x[image, c, h, w] was copied to, in the
-// order r = 0.., s = 0.. (double accumulation, rounded once). col: (C*R*S, images*P*Q).
+// dx[image, c, h, w] = the sum of the column entries x[image, c, h, w] was copied to, added in
+// float in the order r = 0.., s = 0.. (at most R*S terms, as PyTorch's col2im adds them), so that
+// the CPU's scatter over the rows in that order gives the same bits. col: (C*R*S, images*P*Q).
 CAIRN_HOST_DEVICE inline float col2im_value(const Conv2DGeometry& g, const float* col,
                                             int64_t images, int64_t image, int64_t c, int64_t h,
                                             int64_t w) {
   const int64_t columns = images * g.out_pixels();
   const float* image_col = col + image * g.out_pixels();
-  double sum = 0.0;
+  float sum = 0.0f;
   for (int64_t r = 0; r < g.kernel_h; ++r) {
     const int64_t p = conv_out_index(h, r, g.out_h, g.stride_h, g.pad_h, g.dilation_h);
     if (p < 0) continue;
@@ -110,7 +111,7 @@ CAIRN_HOST_DEVICE inline float col2im_value(const Conv2DGeometry& g, const float
       sum += image_col[row * columns + p * g.out_w + q];
     }
   }
-  return static_cast<float>(sum);
+  return sum;
 }
 
 }  // namespace cairn::kernels

@@ -33,89 +33,113 @@ void gemm_rows(const float* a, const float* b, float* c, int64_t m, int64_t n, i
   gemm(plan_gemm(request));
 }
 
-// One column-matrix buffer per thread, kept between calls: each image's im2col lands in the
-// cache of the core that multiplies it.
-float* col_scratch(int64_t floats) {
-  thread_local std::vector<float> scratch;
-  if (int64_t(scratch.size()) < floats) scratch.resize(size_t(floats));
-  return scratch.data();
+// Two buffers per thread (the column matrix, and a GEMM's rows), kept between calls: a chunk's
+// im2col lands in the cache of the core that multiplies it.
+float* scratch(int which, int64_t floats) {
+  thread_local std::vector<float> buffers[2];
+  std::vector<float>& buffer = buffers[which];
+  if (int64_t(buffer.size()) < floats) buffer.resize(size_t(floats));
+  return buffer.data();
+}
+
+// Images a thread multiplies at once: enough that the GEMM is at least kMinColumns wide (one GEMM
+// per 8x8 image is mostly overhead), one where an image alone is that wide (its product is then
+// already NCHW: no layout pass).
+constexpr int64_t kMinColumns = 256;
+int64_t chunk_of(const Conv2DGeometry& g, int64_t images) {
+  const int64_t pq = std::max<int64_t>(1, g.out_pixels());
+  return std::max<int64_t>(1, std::min(images, (kMinColumns + pq - 1) / pq));
 }
 
 // The threads the drivers use: whole images each, so no more than there are images.
 int image_parts(int64_t images) { return int(std::min<int64_t>(threads(), images)); }
 
-// Row `row` of the column matrix for image `image` of the chunk (its P*Q columns).
-void im2col_row(const Conv2DGeometry& g, const float* x, int64_t images, int64_t row,
-                int64_t image, float* col) {
-  const int64_t s = row % g.kernel_w, r = (row / g.kernel_w) % g.kernel_h, c = row / g.taps();
+// The R*S rows of channel c of the column matrix for image `image` of the chunk (their P*Q
+// columns each): one input plane, read while it is in L1. The contiguous runs go through memcpy
+// and memset, which pick the widest vector instructions at run time (the build targets baseline
+// x86-64, so the compiler's own loops would be SSE2 or scalar).
+void im2col_plane(const Conv2DGeometry& g, const float* x, int64_t images, int64_t image,
+                  int64_t c, float* col) {
   const float* plane = x + (image * g.channels + c) * g.in_pixels();
-  float* out = col + row * images * g.out_pixels() + image * g.out_pixels();
-  int64_t p0, p1, q0, q1;
-  conv_valid_outputs(r, g.height, g.out_h, g.stride_h, g.pad_h, g.dilation_h, &p0, &p1);
-  conv_valid_outputs(s, g.width, g.out_w, g.stride_w, g.pad_w, g.dilation_w, &q0, &q1);
-  const int64_t q_out = g.out_w;
-  std::memset(out, 0, size_t(p0 * q_out) * sizeof(float));
-  for (int64_t p = p0; p < p1; ++p) {
-    const float* src = plane + conv_in_index(p, r, g.stride_h, g.pad_h, g.dilation_h) * g.width;
-    float* o = out + p * q_out;
-    std::fill(o, o + q0, 0.0f);
-    std::fill(o + q1, o + q_out, 0.0f);
-    if (q1 <= q0) continue;
-    const float* first = src + conv_in_index(q0, s, g.stride_w, g.pad_w, g.dilation_w);
-    if (g.stride_w == 1) {
-      std::memcpy(o + q0, first, size_t(q1 - q0) * sizeof(float));
-    } else {
-      for (int64_t q = q0; q < q1; ++q) o[q] = first[(q - q0) * g.stride_w];
-    }
-  }
-  std::memset(out + p1 * q_out, 0, size_t((g.out_h - p1) * q_out) * sizeof(float));
-}
-
-// dx row (image, c, h), all W columns: col2im_value's sums, in its order (r, then s, in double),
-// computed a row at a time where the stride along w is 1.
-void col2im_row(const Conv2DGeometry& g, const float* col, int64_t images, int64_t image,
-                int64_t c, int64_t h, double* acc, float* dx_row) {
-  if (g.stride_w != 1) {
-    for (int64_t w = 0; w < g.width; ++w) dx_row[w] = col2im_value(g, col, images, image, c, h, w);
-    return;
-  }
-  const int64_t columns = images * g.out_pixels();
-  std::fill(acc, acc + g.width, 0.0);
+  const int64_t q_out = g.out_w, columns = images * g.out_pixels();
   for (int64_t r = 0; r < g.kernel_h; ++r) {
-    const int64_t p = conv_out_index(h, r, g.out_h, g.stride_h, g.pad_h, g.dilation_h);
-    if (p < 0) continue;
+    int64_t p0, p1;
+    conv_valid_outputs(r, g.height, g.out_h, g.stride_h, g.pad_h, g.dilation_h, &p0, &p1);
     for (int64_t s = 0; s < g.kernel_w; ++s) {
       const int64_t row = (c * g.kernel_h + r) * g.kernel_w + s;
-      // q = w + pad_w - s * dilation_w must lie in [0, Q).
-      const int64_t shift = g.pad_w - s * g.dilation_w;
-      const int64_t w0 = std::max<int64_t>(0, -shift);
-      const int64_t w1 = std::min<int64_t>(g.width, g.out_w - shift);
-      const float* src = col + row * columns + image * g.out_pixels() + p * g.out_w;
-      for (int64_t w = w0; w < w1; ++w) acc[w] += src[w + shift];
+      float* out = col + row * columns + image * g.out_pixels();
+      int64_t q0, q1;
+      conv_valid_outputs(s, g.width, g.out_w, g.stride_w, g.pad_w, g.dilation_w, &q0, &q1);
+      const int64_t offset = s * g.dilation_w - g.pad_w;  // input column of output column 0
+      std::memset(out, 0, size_t(p0 * q_out) * sizeof(float));
+      for (int64_t p = p0; p < p1; ++p) {
+        // Indices, not a pointer moved by `offset`, which may point before the plane.
+        const int64_t base = conv_in_index(p, r, g.stride_h, g.pad_h, g.dilation_h) * g.width + offset;
+        float* o = out + p * q_out;
+        for (int64_t q = 0; q < q0; ++q) o[q] = 0.0f;
+        if (g.stride_w == 1) {
+          if (q1 > q0) std::memcpy(o + q0, plane + base + q0, size_t(q1 - q0) * sizeof(float));
+        } else {
+          for (int64_t q = q0; q < q1; ++q) o[q] = plane[base + q * g.stride_w];
+        }
+        for (int64_t q = q1; q < q_out; ++q) o[q] = 0.0f;
+      }
+      std::memset(out + p1 * q_out, 0, size_t((g.out_h - p1) * q_out) * sizeof(float));
     }
   }
-  for (int64_t w = 0; w < g.width; ++w) dx_row[w] = static_cast<float>(acc[w]);
+}
+
+// dx plane (image, c) from the R*S rows of channel c: zeroed, then each row scattered in order
+// (r, then s). Each input element gets at most one entry per row, so it receives its terms in
+// col2im_value's order, added in float from 0: the same bits as the gather, at a cost of one
+// pass over the rows.
+void col2im_plane(const Conv2DGeometry& g, const float* col, int64_t images, int64_t image,
+                  int64_t c, float* dx) {
+  float* plane = dx + (image * g.channels + c) * g.in_pixels();
+  std::memset(plane, 0, size_t(g.in_pixels()) * sizeof(float));
+  const int64_t q_out = g.out_w, columns = images * g.out_pixels();
+  for (int64_t r = 0; r < g.kernel_h; ++r) {
+    int64_t p0, p1;
+    conv_valid_outputs(r, g.height, g.out_h, g.stride_h, g.pad_h, g.dilation_h, &p0, &p1);
+    for (int64_t s = 0; s < g.kernel_w; ++s) {
+      const int64_t row = (c * g.kernel_h + r) * g.kernel_w + s;
+      const float* in = col + row * columns + image * g.out_pixels();
+      int64_t q0, q1;
+      conv_valid_outputs(s, g.width, g.out_w, g.stride_w, g.pad_w, g.dilation_w, &q0, &q1);
+      const int64_t offset = s * g.dilation_w - g.pad_w;
+      for (int64_t p = p0; p < p1; ++p) {
+        const int64_t base = conv_in_index(p, r, g.stride_h, g.pad_h, g.dilation_h) * g.width + offset;
+        const float* src = in + p * q_out;
+        if (g.stride_w == 1) {
+          for (int64_t q = q0; q < q1; ++q) plane[base + q] += src[q];
+        } else {
+          for (int64_t q = q0; q < q1; ++q) plane[base + q * g.stride_w] += src[q];
+        }
+      }
+    }
+  }
 }
 
 }  // namespace
 
 void im2col(const Conv2DGeometry& g, const float* x, int64_t images, float* col) {
-  const int64_t units = g.col_rows() * images;
-  parallel_for(units, std::max<int64_t>(1, kMinPerThread / std::max<int64_t>(1, g.out_pixels())),
+  const int64_t planes = images * g.channels;
+  const int64_t per_plane = std::max<int64_t>(1, g.taps() * g.out_pixels());
+  parallel_for(planes, std::max<int64_t>(1, kMinPerThread / per_plane),
                [&](int64_t begin, int64_t end) {
-                 for (int64_t u = begin; u < end; ++u) im2col_row(g, x, images, u / images, u % images, col);
+                 for (int64_t u = begin; u < end; ++u) {
+                   im2col_plane(g, x, images, u / g.channels, u % g.channels, col);
+                 }
                });
 }
 
 void col2im(const Conv2DGeometry& g, const float* col, int64_t images, float* dx) {
-  const int64_t rows = images * g.channels * g.height;
-  parallel_for(rows, std::max<int64_t>(1, kMinPerThread / std::max<int64_t>(1, g.width * g.taps())),
+  const int64_t planes = images * g.channels;
+  const int64_t per_plane = std::max<int64_t>(1, g.taps() * g.out_pixels());
+  parallel_for(planes, std::max<int64_t>(1, kMinPerThread / per_plane),
                [&](int64_t begin, int64_t end) {
-                 std::vector<double> acc(size_t(g.width));
                  for (int64_t u = begin; u < end; ++u) {
-                   const int64_t h = u % g.height, c = (u / g.height) % g.channels;
-                   const int64_t image = u / (g.height * g.channels);
-                   col2im_row(g, col, images, image, c, h, acc.data(), dx + u * g.width);
+                   col2im_plane(g, col, images, u / g.channels, u % g.channels, dx);
                  }
                });
 }
@@ -169,20 +193,28 @@ void conv2d_forward(const Conv2DGeometry& g, int64_t n, const float* x, const fl
   const int parts = image_parts(n);
   parallel_blas_parts(parts, [&](int part) {
     const int64_t begin = n * part / parts, end = n * (part + 1) / parts;
-    float* col = g.pointwise() ? nullptr : col_scratch(g.col_rows() * pq);
-    for (int64_t image = begin; image < end; ++image) {
-      const float* x_n = x + image * g.channels * g.in_pixels();
-      const float* matrix = x_n;  // pointwise: x_n is already (C, P*Q)
-      if (col != nullptr) {
-        im2col(g, x_n, 1, col);
+    const int64_t chunk = chunk_of(g, end - begin);
+    for (int64_t first = begin; first < end; first += chunk) {
+      const int64_t images = std::min(chunk, end - first), columns = images * pq;
+      const float* x_chunk = x + first * g.channels * g.in_pixels();
+      float* y_chunk = y + first * g.filters * pq;
+      const float* matrix = x_chunk;  // pointwise, one image: x is already (C, P*Q)
+      if (!(g.pointwise() && images == 1)) {
+        float* col = scratch(0, g.col_rows() * columns);
+        im2col(g, x_chunk, images, col);
         matrix = col;
       }
-      float* y_n = y + image * g.filters * pq;
+      float* out = images == 1 ? y_chunk : scratch(1, g.filters * columns);
       for (int64_t group = 0; group < g.groups; ++group) {
-        gemm_rows(w + group * kg * rows_g, matrix + group * rows_g * pq, y_n + group * kg * pq, kg,
-                  pq, rows_g, Transpose::kNo, Transpose::kNo, Accumulate::kOverwrite);
+        gemm_rows(w + group * kg * rows_g, matrix + group * rows_g * columns,
+                  out + group * kg * columns, kg, columns, rows_g, Transpose::kNo,
+                  Transpose::kNo, Accumulate::kOverwrite);
       }
-      if (bias != nullptr) add_channel_bias(y_n, bias, 1, g.filters, pq);
+      if (images > 1) {
+        rows_to_images(out, bias, images, g.filters, pq, y_chunk);
+      } else if (bias != nullptr) {
+        add_channel_bias(y_chunk, bias, 1, g.filters, pq);
+      }
     }
   });
 }
@@ -194,17 +226,26 @@ void conv2d_backward_data(const Conv2DGeometry& g, int64_t n, const float* dy, c
   const int parts = image_parts(n);
   parallel_blas_parts(parts, [&](int part) {
     const int64_t begin = n * part / parts, end = n * (part + 1) / parts;
-    float* dcol = g.pointwise() ? nullptr : col_scratch(g.col_rows() * pq);
-    for (int64_t image = begin; image < end; ++image) {
-      const float* dy_n = dy + image * g.filters * pq;
-      float* dx_n = dx + image * g.channels * g.in_pixels();
-      float* target = dcol != nullptr ? dcol : dx_n;  // pointwise: dx_n is the column matrix
-      for (int64_t group = 0; group < g.groups; ++group) {
-        // d col_g = W_g^T dy_g: (C/G*R*S, K/G) (K/G, P*Q)
-        gemm_rows(w + group * kg * rows_g, dy_n + group * kg * pq, target + group * rows_g * pq,
-                  rows_g, pq, kg, Transpose::kYes, Transpose::kNo, Accumulate::kOverwrite);
+    const int64_t chunk = chunk_of(g, end - begin);
+    for (int64_t first = begin; first < end; first += chunk) {
+      const int64_t images = std::min(chunk, end - first), columns = images * pq;
+      const float* dy_chunk = dy + first * g.filters * pq;
+      float* dx_chunk = dx + first * g.channels * g.in_pixels();
+      const float* dy_matrix = dy_chunk;  // (K, images*P*Q)
+      if (images > 1) {
+        float* rows = scratch(1, g.filters * columns);
+        images_to_rows(dy_chunk, images, g.filters, pq, rows);
+        dy_matrix = rows;
       }
-      if (dcol != nullptr) col2im(g, dcol, 1, dx_n);
+      const bool direct = g.pointwise() && images == 1;  // dx_n is the column matrix
+      float* target = direct ? dx_chunk : scratch(0, g.col_rows() * columns);
+      for (int64_t group = 0; group < g.groups; ++group) {
+        // d col_g = W_g^T dy_g: (C/G*R*S, K/G) (K/G, images*P*Q)
+        gemm_rows(w + group * kg * rows_g, dy_matrix + group * kg * columns,
+                  target + group * rows_g * columns, rows_g, columns, kg, Transpose::kYes,
+                  Transpose::kNo, Accumulate::kOverwrite);
+      }
+      if (!direct) col2im(g, target, images, dx_chunk);
     }
   });
 }
@@ -223,21 +264,29 @@ void conv2d_backward_weight(const Conv2DGeometry& g, int64_t n, const float* dy,
   parallel_blas_parts(parts, [&](int part) {
     const int64_t begin = n * part / parts, end = n * (part + 1) / parts;
     float* target = part == 0 ? dw : partials.data() + (part - 1) * dw_size;
-    float* col = g.pointwise() ? nullptr : col_scratch(g.col_rows() * pq);
-    for (int64_t image = begin; image < end; ++image) {
-      const float* x_n = x + image * g.channels * g.in_pixels();
-      const float* matrix = x_n;
-      if (col != nullptr) {
-        im2col(g, x_n, 1, col);
+    const int64_t chunk = chunk_of(g, end - begin);
+    for (int64_t first = begin; first < end; first += chunk) {
+      const int64_t images = std::min(chunk, end - first), columns = images * pq;
+      const float* x_chunk = x + first * g.channels * g.in_pixels();
+      const float* dy_chunk = dy + first * g.filters * pq;
+      const float* matrix = x_chunk;
+      if (!(g.pointwise() && images == 1)) {
+        float* col = scratch(0, g.col_rows() * columns);
+        im2col(g, x_chunk, images, col);
         matrix = col;
       }
-      const float* dy_n = dy + image * g.filters * pq;
-      const Accumulate accumulate = image == begin ? Accumulate::kOverwrite : Accumulate::kAdd;
+      const float* dy_matrix = dy_chunk;
+      if (images > 1) {
+        float* rows = scratch(1, g.filters * columns);
+        images_to_rows(dy_chunk, images, g.filters, pq, rows);
+        dy_matrix = rows;
+      }
+      const Accumulate accumulate = first == begin ? Accumulate::kOverwrite : Accumulate::kAdd;
       for (int64_t group = 0; group < g.groups; ++group) {
-        // dW_g (+)= dy_g col_g^T: (K/G, P*Q) (P*Q, C/G*R*S)
-        gemm_rows(dy_n + group * kg * pq, matrix + group * rows_g * pq,
-                  target + group * kg * rows_g, kg, rows_g, pq, Transpose::kNo, Transpose::kYes,
-                  accumulate);
+        // dW_g (+)= dy_g col_g^T: (K/G, images*P*Q) (images*P*Q, C/G*R*S)
+        gemm_rows(dy_matrix + group * kg * columns, matrix + group * rows_g * columns,
+                  target + group * kg * rows_g, kg, rows_g, columns, Transpose::kNo,
+                  Transpose::kYes, accumulate);
       }
     }
   });
