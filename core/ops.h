@@ -100,6 +100,26 @@ bool fused_dense();
 // ---- Shape ----
 Tensor reshape(const Tensor& x, const Shape& shape);  // shares the data; -1 is inferred
 
+// ---- Pooling and dropout ----
+// PyTorch's max_pool2d / avg_pool2d (dilation 1) on (N, C, H, W) -> (N, C, P, Q), with
+// P = floor((H + 2 pad_h - kernel_h) / stride_h) + 1 (the ceiling with ceil_mode, less one when
+// the last window would start in the right padding), Q likewise. Padding is at most half the
+// kernel. Max pooling pads with -inf, gives a window's NaN when it holds one, and sends the
+// gradient to the window's first maximum; average pooling divides by the window clipped to the
+// padded input (count_include_pad) or to the input alone. Backward passes are deterministic.
+struct Pool2DParams {
+  int64_t kernel_h, kernel_w;
+  int64_t stride_h, stride_w;  // the block defaults them to the kernel size
+  int64_t pad_h = 0, pad_w = 0;
+  bool ceil_mode = false;
+  bool count_include_pad = true;  // avg only (PyTorch's default)
+};
+Tensor max_pool2d(const Tensor& x, const Pool2DParams& params);
+Tensor avg_pool2d(const Tensor& x, const Pool2DParams& params);
+Tensor global_avg_pool2d(const Tensor& x);  // (N, C, H, W) -> (N, C, 1, 1)
+// (N, ...) -> (N, prod(...)), sharing the data; (N) -> (N, 1), as Gluon's Flatten.
+Tensor flatten(const Tensor& x);
+
 }  // namespace cairn::ops
 
 namespace cairn {
