@@ -8,6 +8,7 @@
 
 #include <cstdint>
 
+#include "cairn/core/random_state.h"
 #include "cairn/core/tensor.h"
 #include "cairn/kernels/gemm.h"
 
@@ -119,6 +120,12 @@ Tensor avg_pool2d(const Tensor& x, const Pool2DParams& params);
 Tensor global_avg_pool2d(const Tensor& x);  // (N, C, H, W) -> (N, C, 1, 1)
 // (N, ...) -> (N, prod(...)), sharing the data; (N) -> (N, 1), as Gluon's Flatten.
 Tensor flatten(const Tensor& x);
+// Inverted dropout: in training mode (autograd::is_training()) zeroes each element with
+// probability `rate` and scales the rest by 1 / (1 - rate); identity (the same tensor) when
+// predicting or rate == 0; zeros for rate == 1 (PyTorch's p = 1). The mask comes from
+// `generator`'s state on x's device, which the call advances on the device (so a captured graph
+// draws a new mask each replay): see core/random_state.h. rate outside [0, 1] throws.
+Tensor dropout(const Tensor& x, float rate, DropoutGenerator& generator);
 
 }  // namespace cairn::ops
 
