@@ -3,6 +3,8 @@ set(CAIRN_BLOCKS_SOURCES
   blocks/initializer.cpp
   blocks/parameter.cpp
   blocks/layers.cpp
+  blocks/pooling.cpp
+  blocks/dropout.cpp
   blocks/block.cpp
   blocks/hybridize.cpp
   blocks/safetensors.cpp
