@@ -33,7 +33,7 @@ Pool2DGeometry pool_geometry(const char* op, const Tensor& x, const Pool2DParams
                   p.stride_w <= INT32_MAX,
               op, ": kernel ", p.kernel_h, "x", p.kernel_w, " or stride ", p.stride_h, "x",
               p.stride_w, " out of range");
-  CAIRN_CHECK(h * w <= INT32_MAX, op, ": a plane of ", h, "x", w,
+  CAIRN_CHECK(h <= INT32_MAX / w, op, ": a plane of ", h, "x", w,
               " has more elements than int32 indices reach");
   Pool2DGeometry g;
   g.planes = x.dim(0) * x.dim(1);

@@ -272,6 +272,12 @@ TEST(PoolBadInput, EveryBadArgumentNamesTheOp) {
         {name, "float32", "int32"});
     expect_error([&] { pool(Tensor(), ok); }, {name, "undefined"});
     expect_error([&] { pool(Tensor::zeros({1, 1, 0, 4}, kCpu), ok); }, {name, "empty"});
+    // An empty batch of planes too large for int32 indices (no memory needed to ask).
+    expect_error(
+        [&] {
+          pool(Tensor::zeros({0, 1, int64_t(1) << 16, int64_t(1) << 16}, kCpu), ok);
+        },
+        {name, "int32"});
   }
   expect_error(
       [] {
