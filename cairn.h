@@ -7,6 +7,8 @@
 #include "cairn/blocks/hybridize.h"
 #include "cairn/blocks/layers.h"
 #include "cairn/blocks/conv.h"
+#include "cairn/blocks/pooling.h"
+#include "cairn/blocks/dropout.h"
 #include "cairn/blocks/loss.h"
 #include "cairn/blocks/lr_schedule.h"
 #include "cairn/blocks/optimizer.h"

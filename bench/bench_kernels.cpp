@@ -14,8 +14,10 @@
 #include <random>
 
 #include "bench_support.h"
+#include "cairn/kernels/dropout.h"
 #include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/optimizer.h"
+#include "cairn/kernels/pool.h"
 #include "cairn/kernels/reduce.h"
 #include "cairn/kernels/softmax.h"
 
@@ -258,6 +260,118 @@ void BM_gpu_copy_reference(benchmark::State& state) {
   });
 }
 
+// ---- Pooling and dropout ----
+
+// (planes, side, side) -> pooled with a square kernel/stride/padding: the bench's args.
+kernels::Pool2DGeometry pool_geometry(const benchmark::State& state) {
+  kernels::Pool2DGeometry g;
+  g.planes = state.range(0);
+  g.in_h = g.in_w = state.range(1);
+  g.kernel_h = g.kernel_w = state.range(2);
+  g.stride_h = g.stride_w = state.range(3);
+  g.pad_h = g.pad_w = state.range(4);
+  g.out_h = g.out_w = kernels::pool_output_size(g.in_h, g.kernel_h, g.stride_h, g.pad_h, false);
+  return g;
+}
+int64_t pool_inputs(const kernels::Pool2DGeometry& g) { return g.planes * g.in_h * g.in_w; }
+int64_t pool_outputs(const kernels::Pool2DGeometry& g) { return g.planes * g.out_h * g.out_w; }
+
+// x read once, y and the int32 argmax written once (overlapping windows re-read x from cache).
+void BM_gpu_max_pool2d_forward(benchmark::State& state) {
+  const kernels::Pool2DGeometry g = pool_geometry(state);
+  const int64_t bytes = (pool_inputs(g) + 2 * pool_outputs(g)) * kF;
+  gpu_kernel(state, bytes, bytes, [&](int sets) {
+    auto x = std::make_shared<std::vector<Tensor>>(device_sets(sets, {pool_inputs(g)}, 20));
+    auto y = std::make_shared<std::vector<Tensor>>(empty_sets(sets, {pool_outputs(g)}));
+    auto arg = std::make_shared<std::vector<Tensor>>();
+    for (int s = 0; s < sets; ++s) {
+      arg->push_back(Tensor::empty({pool_outputs(g)}, gpu(), DType::kInt32));
+    }
+    return [=](int s, cudaStream_t stream) {
+      const size_t i = size_t(s);
+      kc::max_pool2d_forward((*x)[i].data(), g, (*y)[i].data(), (*arg)[i].data_int32(), stream);
+    };
+  });
+}
+
+// dy and argmax read, dx written.
+void BM_gpu_max_pool2d_backward(benchmark::State& state) {
+  const kernels::Pool2DGeometry g = pool_geometry(state);
+  const int64_t bytes = (2 * pool_outputs(g) + pool_inputs(g)) * kF;
+  gpu_kernel(state, bytes, bytes, [&](int sets) {
+    auto dy = std::make_shared<std::vector<Tensor>>(device_sets(sets, {pool_outputs(g)}, 21));
+    auto dx = std::make_shared<std::vector<Tensor>>(empty_sets(sets, {pool_inputs(g)}));
+    auto arg = std::make_shared<std::vector<Tensor>>();
+    for (int s = 0; s < sets; ++s) {
+      // Real argmaxes, from a forward over random inputs.
+      const Tensor x = Tensor::uniform({pool_inputs(g)}, -1.0f, 1.0f, 22 + uint64_t(s), gpu());
+      const Tensor y = Tensor::empty({pool_outputs(g)}, gpu());
+      arg->push_back(Tensor::empty({pool_outputs(g)}, gpu(), DType::kInt32));
+      kc::max_pool2d_forward(x.data(), g, y.data(), arg->back().data_int32(),
+                             cuda::current_stream(gpu()));
+    }
+    return [=](int s, cudaStream_t stream) {
+      const size_t i = size_t(s);
+      kc::max_pool2d_backward((*dy)[i].data(), (*arg)[i].data_int32(), g, (*dx)[i].data(), stream);
+    };
+  });
+}
+
+void BM_gpu_avg_pool2d_forward(benchmark::State& state) {
+  const kernels::Pool2DGeometry g = pool_geometry(state);
+  const int64_t bytes = (pool_inputs(g) + pool_outputs(g)) * kF;
+  gpu_kernel(state, bytes, bytes, [&](int sets) {
+    auto x = std::make_shared<std::vector<Tensor>>(device_sets(sets, {pool_inputs(g)}, 23));
+    auto y = std::make_shared<std::vector<Tensor>>(empty_sets(sets, {pool_outputs(g)}));
+    return [=](int s, cudaStream_t stream) {
+      const size_t i = size_t(s);
+      kc::avg_pool2d_forward((*x)[i].data(), g, kernels::AvgDivisor::kIncludePadding,
+                             (*y)[i].data(), stream);
+    };
+  });
+}
+
+void BM_gpu_avg_pool2d_backward(benchmark::State& state) {
+  const kernels::Pool2DGeometry g = pool_geometry(state);
+  const int64_t bytes = (pool_outputs(g) + pool_inputs(g)) * kF;
+  gpu_kernel(state, bytes, bytes, [&](int sets) {
+    auto dy = std::make_shared<std::vector<Tensor>>(device_sets(sets, {pool_outputs(g)}, 24));
+    auto dx = std::make_shared<std::vector<Tensor>>(empty_sets(sets, {pool_inputs(g)}));
+    return [=](int s, cudaStream_t stream) {
+      const size_t i = size_t(s);
+      kc::avg_pool2d_backward((*dy)[i].data(), g, kernels::AvgDivisor::kIncludePadding,
+                              (*dx)[i].data(), stream);
+    };
+  });
+}
+
+// x read, y and the mask written; then the one-thread advance of the state (counted in the time:
+// it is part of every dropout call).
+void BM_gpu_dropout(benchmark::State& state) {
+  const int64_t n = rows_of(state) * cols_of(state);
+  const int64_t bytes = 3 * n * kF;
+  gpu_kernel(state, bytes, bytes, [&](int sets) {
+    auto x = std::make_shared<std::vector<Tensor>>(device_sets(sets, {n}, 25));
+    auto y = std::make_shared<std::vector<Tensor>>(empty_sets(sets, {n}));
+    auto mask = std::make_shared<std::vector<Tensor>>(empty_sets(sets, {n}));
+    auto generator = std::make_shared<DropoutGenerator>(26);
+    int32_t* state_words = generator->state(gpu()).data_int32();
+    return [=](int s, cudaStream_t stream) {
+      const size_t i = size_t(s);
+      kc::dropout((*x)[i].data(), n, 0.5f, 2.0f, state_words, (*y)[i].data(), (*mask)[i].data(),
+                  stream);
+      kc::advance_dropout_state(state_words, n, stream);
+    };
+  });
+}
+
+void pool_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"planes", "side", "kernel", "stride", "pad"});
+  // ResNet's stem pool (64 channels of 112x112, batch 32) and a 2x2 pool of 128 x 56x56 maps.
+  b->Args({32 * 64, 112, 3, 2, 1})->Args({32 * 128, 56, 2, 2, 0});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+
 void elementwise_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"rows", "cols"});
   b->Args({256, 256})->Args({4096, 1024})->Args({int64_t(1) << 18, 1024});  // the last: 2^28
@@ -348,6 +462,11 @@ BENCHMARK(BM_gpu_sgd_momentum_update)->Apply(optimizer_shapes);
 BENCHMARK(BM_gpu_adam_update)->Apply(optimizer_shapes);
 BENCHMARK(BM_gpu_conv2d_forward)->Apply(conv_shapes);
 BENCHMARK(BM_gpu_conv2d_backward)->Apply(conv_shapes);
+BENCHMARK(BM_gpu_max_pool2d_forward)->Apply(pool_shapes);
+BENCHMARK(BM_gpu_max_pool2d_backward)->Apply(pool_shapes);
+BENCHMARK(BM_gpu_avg_pool2d_forward)->Apply(pool_shapes);
+BENCHMARK(BM_gpu_avg_pool2d_backward)->Apply(pool_shapes);
+BENCHMARK(BM_gpu_dropout)->Apply(elementwise_shapes);
 
 // ---- CPU twins (kernels/cpu), wall clock, against memcpy of the same bytes ----
 
@@ -436,6 +555,40 @@ void BM_cpu_sgd_update(benchmark::State& state) {
              [&] { kernels::cpu::sgd_update(w.data(), g.data(), nullptr, n, config); });
 }
 
+void BM_cpu_max_pool2d_forward(benchmark::State& state) {
+  // (rows, cols) planes of 3x3 windows, stride 2, padding 1: rows = planes, cols = side.
+  kernels::Pool2DGeometry g;
+  g.planes = rows_of(state);
+  g.in_h = g.in_w = cols_of(state);
+  g.kernel_h = g.kernel_w = 3;
+  g.stride_h = g.stride_w = 2;
+  g.pad_h = g.pad_w = 1;
+  g.out_h = g.out_w = kernels::pool_output_size(g.in_h, 3, 2, 1, false);
+  const int64_t in = pool_inputs(g), out = pool_outputs(g);
+  const Tensor x = cpu_random({in}, 9), y = Tensor::empty({out}, Device::cpu());
+  const Tensor arg = Tensor::empty({out}, Device::cpu(), DType::kInt32);
+  cpu_kernel(state, (in + 2 * out) * kF,
+             [&] { kernels::cpu::max_pool2d_forward(x.data(), g, y.data(), arg.data_int32()); });
+}
+
+void BM_cpu_dropout(benchmark::State& state) {
+  const int64_t n = rows_of(state) * cols_of(state);
+  const Tensor x = cpu_random({n}, 10), y = Tensor::empty({n}, Device::cpu()),
+               mask = Tensor::empty({n}, Device::cpu());
+  DropoutGenerator generator(11);
+  int32_t* words = generator.state(Device::cpu()).data_int32();
+  cpu_kernel(state, 3 * n * kF, [&] {
+    kernels::cpu::dropout(x.data(), n, 0.5f, 2.0f, words, y.data(), mask.data());
+    kernels::cpu::advance_dropout_state(words, n);
+  });
+}
+
+void cpu_pool_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"planes", "side"});
+  b->Args({256, 56})->Args({64, 112});
+  b->UseRealTime()->Unit(benchmark::kMicrosecond);
+}
+
 void cpu_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"rows", "cols"});
   b->Args({256, 256})->Args({4096, 1024});
@@ -447,6 +600,8 @@ BENCHMARK(BM_cpu_bias_add)->Apply(cpu_shapes);
 BENCHMARK(BM_cpu_add)->Apply(cpu_shapes);
 BENCHMARK(BM_cpu_sum_columns)->Apply(cpu_shapes);
 BENCHMARK(BM_cpu_sgd_update)->Apply(cpu_shapes);
+BENCHMARK(BM_cpu_max_pool2d_forward)->Apply(cpu_pool_shapes);
+BENCHMARK(BM_cpu_dropout)->Apply(cpu_shapes);
 
 }  // namespace
 }  // namespace cairn::bench

@@ -6,18 +6,9 @@
 #include <string>
 
 #include "cairn/blocks/block.h"
+#include "cairn/blocks/size2.h"
 
 namespace cairn {
-
-// A pair of sizes, (height, width). Implicit from one number so Conv2D(6, 5) means a 5x5 kernel,
-// as Gluon's and PyTorch's int-or-tuple arguments do.
-struct Size2 {
-  int64_t h, w;
-  Size2(int64_t both) : h(both), w(both) {}  // NOLINT(google-explicit-constructor): by design
-  Size2(int64_t h, int64_t w) : h(h), w(w) {}
-  bool operator==(const Size2& other) const { return h == other.h && w == other.w; }
-  bool operator!=(const Size2& other) const { return !(*this == other); }
-};
 
 struct Conv2DOptions {
   Size2 stride = 1;

@@ -4,6 +4,8 @@ set(CAIRN_BLOCKS_SOURCES
   blocks/parameter.cpp
   blocks/layers.cpp
   blocks/conv.cpp
+  blocks/pooling.cpp
+  blocks/dropout.cpp
   blocks/block.cpp
   blocks/hybridize.cpp
   blocks/safetensors.cpp

@@ -9,6 +9,7 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "cairn/core/random_state.h"
 #include "cairn/core/tensor.h"
 #include "cairn/kernels/gemm.h"
 
@@ -115,6 +116,31 @@ Tensor conv2d(const Tensor& x, const Tensor& weight, const Tensor& bias, const C
 // Debug switch: the most bytes of scratch one GPU chunk of conv2d's batch may use (0: the default,
 // 256 MiB). Tests set it small to run the chunked path on small shapes.
 void set_conv2d_chunk_bytes(size_t bytes);
+// ---- Pooling and dropout ----
+// PyTorch's max_pool2d / avg_pool2d (dilation 1) on (N, C, H, W) -> (N, C, P, Q), with
+// P = floor((H + 2 pad_h - kernel_h) / stride_h) + 1 (the ceiling with ceil_mode, less one when
+// the last window would start in the right padding), Q likewise. Padding is at most half the
+// kernel. Max pooling pads with -inf, gives a window's NaN when it holds one, and sends the
+// gradient to the window's first maximum; average pooling divides by the window clipped to the
+// padded input (count_include_pad) or to the input alone. Backward passes are deterministic.
+struct Pool2DParams {
+  int64_t kernel_h, kernel_w;
+  int64_t stride_h, stride_w;  // the block defaults them to the kernel size
+  int64_t pad_h = 0, pad_w = 0;
+  bool ceil_mode = false;
+  bool count_include_pad = true;  // avg only (PyTorch's default)
+};
+Tensor max_pool2d(const Tensor& x, const Pool2DParams& params);
+Tensor avg_pool2d(const Tensor& x, const Pool2DParams& params);
+Tensor global_avg_pool2d(const Tensor& x);  // (N, C, H, W) -> (N, C, 1, 1)
+// (N, ...) -> (N, prod(...)), sharing the data; (N) -> (N, 1), as Gluon's Flatten.
+Tensor flatten(const Tensor& x);
+// Inverted dropout: in training mode (autograd::is_training()) zeroes each element with
+// probability `rate` and scales the rest by 1 / (1 - rate); identity (the same tensor) when
+// predicting or rate == 0; zeros for rate == 1 (PyTorch's p = 1). The mask comes from
+// `generator`'s state on x's device, which the call advances on the device (so a captured graph
+// draws a new mask each replay): see core/random_state.h. rate outside [0, 1] throws.
+Tensor dropout(const Tensor& x, float rate, DropoutGenerator& generator);
 
 }  // namespace cairn::ops
 

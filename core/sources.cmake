@@ -20,4 +20,7 @@ set(CAIRN_CORE_SOURCES
   core/ops/dense_ops.cpp
   core/ops/shape_ops.cpp
   core/ops/loss_ops.cpp
-  core/ops/conv_ops.cpp)
+  core/ops/conv_ops.cpp
+  core/ops/pool_ops.cpp
+  core/ops/dropout_ops.cpp
+  core/random_state.cpp)

@@ -25,10 +25,12 @@
 #include <vector>
 
 #include "cairn/base/error.h"
+#include "cairn/kernels/dropout.h"
 #include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/gemm.h"
 #include "cairn/kernels/loss.h"
 #include "cairn/kernels/optimizer.h"
+#include "cairn/kernels/pool.h"
 #include "cairn/kernels/random.h"
 #include "cairn/kernels/reduce.h"
 #include "cairn/kernels/softmax.h"
@@ -109,6 +111,15 @@ struct LauncherCase {
 
 class LauncherRefusals : public ::testing::Test {
  protected:
+  static k::Pool2DGeometry pool_geometry() {
+    k::Pool2DGeometry g;
+    g.planes = 2;
+    g.in_h = g.in_w = 4;
+    g.kernel_h = g.kernel_w = g.stride_h = g.stride_w = 2;
+    g.out_h = g.out_w = 2;
+    return g;
+  }
+
   void TearDown() override { reset_fault_count(); }
 
   std::vector<LauncherCase> cases() {
@@ -176,6 +187,25 @@ class LauncherRefusals : public ::testing::Test {
          }},
         {"scale_matrix",
          [=](float* x, cudaStream_t s) { k::cuda::scale_matrix(x, kCols, kRows, kCols, 2.0f, s); }},
+        // Pooling over 2 planes of 4x4 (kN inputs) with 2x2 windows (8 outputs).
+        {"max_pool2d_forward",
+         [=](float* x, cudaStream_t s) {
+           k::cuda::max_pool2d_forward(x, pool_geometry(), a, labels, s);
+         }},
+        {"max_pool2d_backward",
+         [=](float* x, cudaStream_t s) {
+           k::cuda::max_pool2d_backward(a, labels, pool_geometry(), x, s);
+         }},
+        {"avg_pool2d_forward",
+         [=](float* x, cudaStream_t s) {
+           k::cuda::avg_pool2d_forward(x, pool_geometry(), k::AvgDivisor::kExcludePadding, a, s);
+         }},
+        {"avg_pool2d_backward",
+         [=](float* x, cudaStream_t s) {
+           k::cuda::avg_pool2d_backward(a, pool_geometry(), k::AvgDivisor::kIncludePadding, x, s);
+         }},
+        {"dropout",
+         [=](float* x, cudaStream_t s) { k::cuda::dropout(x, kN, 0.5f, 2.0f, labels, b, c, s); }},
     };
   }
 
@@ -270,6 +300,24 @@ TEST_F(LauncherRefusals, ArgumentChecksOfTheRealLaunchers) {
   expect_refused("argmax_rows",
                  [&] { k::cuda::argmax_rows(a_.get(), kRows, 0, labels_.get(), s); });
   expect_refused("fill", [&] { k::cuda::fill(a_.get(), -1, 0.0f, s); });
+  // The dropout state is read and advanced on the device: a host copy of it is refused.
+  int32_t host_state[k::kDropoutStateWords] = {};
+  expect_refused("dropout", [&] {
+    k::cuda::dropout(a_.get(), kN, 0.5f, 2.0f, host_state, b_.get(), nullptr, s);
+  });
+  expect_refused("advance_dropout_state",
+                 [&] { k::cuda::advance_dropout_state(host_state, kN, s); });
+  expect_refused("dropout", [&] {
+    k::cuda::dropout(a_.get(), kN, 1.5f, 2.0f, labels_.get(), b_.get(), nullptr, s);
+  });
+  k::Pool2DGeometry g = pool_geometry();
+  g.out_h = 3;  // a window past the input
+  expect_refused("max_pool2d_forward",
+                 [&] { k::cuda::max_pool2d_forward(a_.get(), g, b_.get(), labels_.get(), s); });
+  expect_refused("avg_pool2d_backward", [&] {
+    k::cuda::avg_pool2d_backward(a_.get(), pool_geometry(), static_cast<k::AvgDivisor>(7), b_.get(),
+                                 s);
+  });
   EXPECT_EQ(cudaStreamSynchronize(s), cudaSuccess);
 }
 
