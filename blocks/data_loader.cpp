@@ -44,8 +44,51 @@ constexpr int64_t kPrefetchRows = 4;
 // x[row] = pixels of samples[row] / 255, normalised; y[row] = its label. On the host, for both
 // devices (a GPU's batch is then copied in). The same expression per pixel whichever thread and
 // vector width computes it.
+// One augmented sample: out(r, c) = in(r + dy, flip ? W - 1 - (c + dx) : c + dx) with the
+// sample's own (dy, dx, flip), pixel 0 outside the image; then normalised as every pixel is.
+void augment_row(const uint8_t* in, const LoaderOptions::Augmentation& aug, uint64_t key,
+                 float scale, float shift, float* out) {
+  uint64_t state = key;
+  const uint64_t draw = splitmix64(state);
+  const int64_t span = 2 * aug.max_shift + 1;
+  const int64_t dy = int64_t(draw % uint64_t(span)) - aug.max_shift;
+  const int64_t dx = int64_t((draw >> 20) % uint64_t(span)) - aug.max_shift;
+  const bool flip = aug.horizontal_flip && ((draw >> 63) != 0);
+  const int64_t h = aug.height, w = aug.width;
+  for (int64_t r = 0; r < h; ++r) {
+    const int64_t source_r = r + dy;
+    for (int64_t c = 0; c < w; ++c) {
+      const int64_t shifted = c + dx;
+      const int64_t source_c = flip ? w - 1 - shifted : shifted;
+      const bool inside = source_r >= 0 && source_r < h && shifted >= 0 && shifted < w;
+      const uint8_t pixel = inside ? in[source_r * w + source_c] : uint8_t(0);
+      out[r * w + c] = float(pixel) * scale - shift;
+    }
+  }
+}
+
+// The key of a sample's augmentation draws in an epoch.
+uint64_t augmentation_key(uint64_t seed, int64_t epoch, int64_t sample) {
+  uint64_t state = seed ^ 0x6a09e667f3bcc909ull;
+  state = splitmix64(state) ^ uint64_t(epoch);
+  state = splitmix64(state) ^ uint64_t(sample);
+  return splitmix64(state);
+}
+
 void gather_batch(const LabelledImages& data, const int64_t* samples, int64_t length, float scale,
-                  float shift, float* x, int32_t* y) {
+                  float shift, float* x, int32_t* y, const LoaderOptions::Augmentation& augmentation,
+                  uint64_t seed, int64_t epoch) {
+  if (augmentation.enabled()) {
+    kernels::cpu::parallel_for(length, kRowsPerThread, [&](int64_t begin, int64_t end) {
+      for (int64_t row = begin; row < end; ++row) {
+        augment_row(data.pixels.data() + samples[row] * data.features, augmentation,
+                    augmentation_key(seed, epoch, samples[row]), scale, shift,
+                    x + row * data.features);
+        y[row] = data.labels[size_t(samples[row])];
+      }
+    });
+    return;
+  }
   const int64_t features = data.features;
   const uint8_t* pixels = data.pixels.data();
   const int32_t* labels = data.labels.data();
@@ -163,6 +206,13 @@ DataLoader::DataLoader(std::shared_ptr<const LabelledImages> data, const LoaderO
                   int64_t(data_->labels.size()) == data_->count,
               "DataLoader: the data set's arrays do not match count ", data_->count,
               " and features ", data_->features);
+  const LoaderOptions::Augmentation& aug = options_.augmentation;
+  CAIRN_CHECK(!aug.enabled() || (aug.height > 0 && aug.width > 0 &&
+                                 aug.height * aug.width == data_->features && aug.max_shift >= 0 &&
+                                 aug.max_shift < std::min(aug.height, aug.width)),
+              "DataLoader: augmentation of ", aug.height, "x", aug.width, " images shifted by up to ",
+              aug.max_shift, " does not fit samples of ", data_->features,
+              " features (height * width must equal it, and the shift be below both)");
   try {
     if (device_.is_cuda()) create_cuda_resources();
     start_epoch(0);
@@ -252,6 +302,7 @@ int64_t DataLoader::batch_length(int64_t batch_index) const {
 
 void DataLoader::start_epoch(int64_t epoch) {
   CAIRN_CHECK(epoch >= 0, "DataLoader::start_epoch: negative epoch ", epoch);
+  epoch_ = epoch;
   if (options_.shuffle) {
     order_ = seeded_permutation(data_->count, options_.seed * 1000003ull + uint64_t(epoch));
   } else {
@@ -282,7 +333,7 @@ void DataLoader::stage(int64_t batch_index, Slot& slot) {
   const float scale = 1.0f / (255.0f * options_.stddev);
   const float shift = options_.mean / options_.stddev;
   gather_batch(*data_, order_.data() + batch_index * options_.batch_size, length, scale, shift,
-               slot.host_x, slot.host_y);
+               slot.host_x, slot.host_y, options_.augmentation, options_.seed, epoch_);
   // The compute stream must be done with whatever batch this slot held before.
   CAIRN_CUDA_CHECK(cudaStreamWaitEvent(copy_stream, slot.released, 0));
   CAIRN_CUDA_CHECK(cudaMemcpyAsync(slot.device_x.raw_data(), slot.host_x,
@@ -307,7 +358,8 @@ bool DataLoader::next(Batch& batch) {
     const float scale = 1.0f / (255.0f * options_.stddev);
     const float shift = options_.mean / options_.stddev;
     gather_batch(*data_, order_.data() + next_batch_ * options_.batch_size, length, scale, shift,
-                 batch.x.data(), batch.y.data_int32());
+                 batch.x.data(), batch.y.data_int32(), options_.augmentation, options_.seed,
+                 epoch_);
     ++next_batch_;
     return true;
   }

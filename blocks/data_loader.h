@@ -58,6 +58,17 @@ struct LoaderOptions {
   int64_t shards = 1;
   int64_t shard = 0;
   ShardRemainder shard_remainder = ShardRemainder::kDrop;
+  // Training-set augmentation of (height x width) images (height * width = features): each
+  // sample, each epoch, is shifted by up to `max_shift` pixels along each axis (the uncovered
+  // border is pixel 0, the background) and, with `horizontal_flip`, mirrored with probability
+  // one half: the standard recipe for Fashion-MNIST's CNNs. The draws are a pure function of
+  // (seed, epoch, sample), so a resumed run sees the same images. Off by default.
+  struct Augmentation {
+    int64_t height = 0, width = 0;
+    int64_t max_shift = 0;
+    bool horizontal_flip = false;
+    bool enabled() const { return max_shift > 0 || horizontal_flip; }
+  } augmentation;
 };
 
 // Iterates one epoch at a time. The order of epoch e is a pure function of (seed, e), so a run
@@ -93,6 +104,7 @@ class DataLoader {
   LoaderOptions options_;
   Device device_;
   std::vector<int64_t> order_;
+  int64_t epoch_ = 0;
   int64_t next_batch_ = 0;
   int64_t staged_ = 0;  // batches staged so far this epoch
   std::vector<std::unique_ptr<Slot>> slots_;

@@ -141,7 +141,114 @@ TEST(DataLoader, RejectsBadOptions) {
       {"DataLoader", "empty"});
 }
 
+// 4x5 images whose pixels encode (sample, row, column): pixel (r, c) of sample i is
+// 1 + 40 i + 5 r + c, never 0, so a shifted-in border (pixel 0) is told apart from the image.
+std::shared_ptr<LabelledImages> small_images(int count) {
+  auto data = std::make_shared<LabelledImages>();
+  data->count = count;
+  data->features = 20;
+  data->classes = 10;
+  for (int i = 0; i < count; ++i) {
+    for (int p = 0; p < 20; ++p) data->pixels.push_back(uint8_t(1 + 40 * (i % 6) + p));
+    data->labels.push_back(i % 6);
+  }
+  return data;
+}
+
+LoaderOptions augmented(int64_t max_shift, bool flip) {
+  LoaderOptions options;
+  options.batch_size = 8;
+  options.shuffle = false;
+  options.seed = 3;
+  options.augmentation.height = 4;
+  options.augmentation.width = 5;
+  options.augmentation.max_shift = max_shift;
+  options.augmentation.horizontal_flip = flip;
+  return options;
+}
+
+// Every augmented sample is its image shifted by at most max_shift along each axis (zeros
+// shifted in) and maybe mirrored; over many samples every shift and both mirrorings occur; the
+// draws repeat for the same epoch and differ for another.
+TEST(DataLoader, AugmentationShiftsAndMirrorsEachSampleWithinItsBounds) {
+  const int count = 240;
+  auto data = small_images(count);
+  DataLoader loader(data, augmented(1, true), Device::cpu());
+  std::set<std::vector<int64_t>> seen;  // (dy, dx, flip)
+  const auto epoch1 = one_epoch(loader, 1);
+  int64_t sample = 0;
+  for (const Batch& batch : epoch1) {
+    const std::vector<float> x = batch.x.to_vector();
+    for (int64_t row = 0; row < batch.x.dim(0); ++row, ++sample) {
+      const uint8_t* in = data->pixels.data() + sample * 20;
+      bool matched = false;
+      for (int64_t dy = -1; dy <= 1 && !matched; ++dy) {
+        for (int64_t dx = -1; dx <= 1 && !matched; ++dx) {
+          for (int flip = 0; flip < 2 && !matched; ++flip) {
+            bool all = true;
+            for (int64_t r = 0; r < 4 && all; ++r) {
+              for (int64_t c = 0; c < 5 && all; ++c) {
+                const int64_t sr = r + dy, shifted = c + dx, sc = flip ? 4 - shifted : shifted;
+                const bool inside = sr >= 0 && sr < 4 && shifted >= 0 && shifted < 5;
+                const float want = inside ? float(in[sr * 5 + sc]) * (1.0f / 255.0f) : 0.0f;
+                all = x[size_t(row * 20 + r * 5 + c)] == want;
+              }
+            }
+            if (all) {
+              matched = true;
+              seen.insert({dy, dx, flip});
+            }
+          }
+        }
+      }
+      EXPECT_TRUE(matched) << "sample " << sample << " is no shift or mirror of its image";
+      EXPECT_EQ(batch.y.to_int32_vector()[size_t(row)], data->labels[size_t(sample)]);
+    }
+  }
+  EXPECT_EQ(seen.size(), 18u) << "every (dy, dx, mirror) should occur among 240 samples";
+  const auto again = one_epoch(loader, 1);
+  const auto epoch2 = one_epoch(loader, 2);
+  EXPECT_EQ(again[0].x.to_vector(), epoch1[0].x.to_vector());
+  EXPECT_NE(epoch2[0].x.to_vector(), epoch1[0].x.to_vector());
+}
+
+TEST(DataLoader, AugmentationOffLeavesTheImagesAsTheyAre) {
+  auto data = small_images(8);
+  LoaderOptions options = augmented(0, false);
+  DataLoader loader(data, options, Device::cpu());
+  const auto epoch = one_epoch(loader, 5);
+  for (int64_t i = 0; i < 8 * 20; ++i) {
+    EXPECT_EQ(epoch[0].x.to_vector()[size_t(i)], float(data->pixels[size_t(i)]) * (1.0f / 255.0f));
+  }
+}
+
+TEST(DataLoader, AugmentationMustFitTheImages) {
+  auto data = small_images(8);
+  LoaderOptions wrong_size = augmented(1, true);
+  wrong_size.augmentation.width = 4;
+  testing::expect_error([&] { DataLoader(data, wrong_size, Device::cpu()); },
+                        {"DataLoader", "augmentation", "4x4"});
+  LoaderOptions too_far = augmented(4, false);
+  testing::expect_error([&] { DataLoader(data, too_far, Device::cpu()); },
+                        {"DataLoader", "shifted by up to 4"});
+}
+
 class DataLoaderCudaTest : public testing::CudaTest {};
+
+TEST_F(DataLoaderCudaTest, AugmentedBatchesEqualTheCpuBatches) {
+  LoaderOptions options = augmented(1, true);
+  options.shuffle = true;
+  DataLoader on_cpu(small_images(20), options, Device::cpu());
+  DataLoader on_gpu(small_images(20), options, Device::cuda(0));
+  for (int64_t epoch = 0; epoch < 2; ++epoch) {
+    const auto expected = one_epoch(on_cpu, epoch);
+    const auto actual = one_epoch(on_gpu, epoch);
+    ASSERT_EQ(actual.size(), expected.size());
+    for (size_t i = 0; i < expected.size(); ++i) {
+      EXPECT_EQ(actual[i].x.to_vector(), expected[i].x.to_vector()) << "epoch " << epoch;
+    }
+  }
+}
 
 // The GPU path stages batches through pinned buffers and a copy stream; what arrives must equal
 // the CPU's batches exactly, across epochs and with the short last batch.
