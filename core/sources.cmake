@@ -19,4 +19,5 @@ set(CAIRN_CORE_SOURCES
   core/ops/matmul_ops.cpp
   core/ops/dense_ops.cpp
   core/ops/shape_ops.cpp
-  core/ops/loss_ops.cpp)
+  core/ops/loss_ops.cpp
+  core/ops/norm_ops.cpp)

@@ -8,9 +8,10 @@ cairn_add_test(blocks_test blocks/blocks_test.cpp blocks/block_gradients_test.cp
   blocks/load_parameters_test.cpp blocks/sample_curves_test.cpp
   ${PROJECT_SOURCE_DIR}/samples/train_fashion_mnist/curves.cpp)
 target_include_directories(blocks_test PRIVATE ${PROJECT_SOURCE_DIR}/samples)
-cairn_add_test(ops_test ops/ops_cpu_test.cpp ops/ops_gradient_test.cpp ops/ops_bad_input_test.cpp)
+cairn_add_test(ops_test ops/ops_cpu_test.cpp ops/ops_gradient_test.cpp ops/ops_bad_input_test.cpp
+  ops/norm_test.cpp)
 cairn_add_test(ops_gpu_test ops/ops_parity_test.cpp ops/dense_test.cpp ops/large_shapes_test.cpp
-  ops/adamw_parity_test.cpp)
+  ops/adamw_parity_test.cpp ops/norm_parity_test.cpp)
 cairn_add_test(training_test blocks/training_test.cpp blocks/data_loader_test.cpp
   blocks/adamw_test.cpp)
 cairn_add_test(formats_test blocks/safetensors_test.cpp blocks/safetensors_dtypes_test.cpp
