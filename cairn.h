@@ -6,6 +6,7 @@
 #include "cairn/blocks/data_loader.h"
 #include "cairn/blocks/hybridize.h"
 #include "cairn/blocks/layers.h"
+#include "cairn/blocks/normalization.h"
 #include "cairn/blocks/loss.h"
 #include "cairn/blocks/lr_schedule.h"
 #include "cairn/blocks/optimizer.h"

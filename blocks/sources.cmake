@@ -3,6 +3,7 @@ set(CAIRN_BLOCKS_SOURCES
   blocks/initializer.cpp
   blocks/parameter.cpp
   blocks/layers.cpp
+  blocks/normalization.cpp
   blocks/block.cpp
   blocks/hybridize.cpp
   blocks/safetensors.cpp

@@ -5,7 +5,7 @@ cairn_add_test(cpu_kernels_test kernels/cpu_kernels_test.cpp kernels/cpu_paralle
 cairn_add_test(core_test core/allocator_test.cpp core/tensor_test.cpp core/autograd_test.cpp core/streams_test.cpp
                core/host_memory_test.cpp)
 cairn_add_test(blocks_test blocks/blocks_test.cpp blocks/block_gradients_test.cpp
-  blocks/load_parameters_test.cpp blocks/sample_curves_test.cpp
+  blocks/load_parameters_test.cpp blocks/sample_curves_test.cpp blocks/norm_block_test.cpp
   ${PROJECT_SOURCE_DIR}/samples/train_fashion_mnist/curves.cpp)
 target_include_directories(blocks_test PRIVATE ${PROJECT_SOURCE_DIR}/samples)
 cairn_add_test(ops_test ops/ops_cpu_test.cpp ops/ops_gradient_test.cpp ops/ops_bad_input_test.cpp
