@@ -9,6 +9,7 @@
 #include "cairn/blocks/conv.h"
 #include "cairn/blocks/pooling.h"
 #include "cairn/blocks/dropout.h"
+#include "cairn/blocks/normalization.h"
 #include "cairn/blocks/loss.h"
 #include "cairn/blocks/lr_schedule.h"
 #include "cairn/blocks/optimizer.h"

@@ -16,6 +16,7 @@
 #include "bench_support.h"
 #include "cairn/kernels/dropout.h"
 #include "cairn/kernels/elementwise.h"
+#include "cairn/kernels/norm.h"
 #include "cairn/kernels/optimizer.h"
 #include "cairn/kernels/pool.h"
 #include "cairn/kernels/reduce.h"
@@ -235,6 +236,70 @@ void BM_gpu_adam_update(benchmark::State& state) {
   });
 }
 
+// Batch norm, training forward: the per-channel statistics (with the running update) and the
+// normalised output. x: (N, C, S) read once, y written once: 2 n floats at the least (the
+// statistics kernel reads x twice, from L2 where a channel fits).
+void BM_gpu_batch_norm_train_forward(benchmark::State& state) {
+  const kernels::BatchNormShape shape{state.range(0), state.range(1), state.range(2)};
+  const int64_t n = shape.elements(), C = shape.channels;
+  const int64_t bytes = 2 * n * kF;
+  gpu_kernel(state, bytes, bytes, [&](int sets) {
+    auto x = std::make_shared<std::vector<Tensor>>(device_sets(sets, {n}, 40, -2, 3));
+    auto y = std::make_shared<std::vector<Tensor>>(empty_sets(sets, {n}));
+    auto stats = std::make_shared<std::vector<Tensor>>(empty_sets(4, {C}));
+    auto wb = std::make_shared<std::vector<Tensor>>(device_sets(2, {C}, 41, 0.5f, 1.5f));
+    return [=](int s, cudaStream_t stream) {
+      const size_t i = size_t(s);
+      float* mean = (*stats)[0].data();
+      float* var = (*stats)[1].data();
+      kc::batch_norm_statistics((*x)[i].data(), shape, 0.1f, mean, var, (*stats)[2].data(),
+                                (*stats)[3].data(), stream);
+      kc::batch_norm_forward((*x)[i].data(), shape, mean, var, (*wb)[0].data(), (*wb)[1].data(),
+                             1e-5f, (*y)[i].data(), stream);
+    };
+  });
+}
+
+// Batch norm backward through the batch statistics: x and dy read (twice: the reduction, then
+// dx), dx written; counted at the least, 3 n floats.
+void BM_gpu_batch_norm_backward(benchmark::State& state) {
+  const kernels::BatchNormShape shape{state.range(0), state.range(1), state.range(2)};
+  const int64_t n = shape.elements(), C = shape.channels;
+  const int64_t bytes = 3 * n * kF;
+  gpu_kernel(state, bytes, bytes, [&](int sets) {
+    auto x = std::make_shared<std::vector<Tensor>>(device_sets(sets, {n}, 42, -2, 3));
+    auto dy = std::make_shared<std::vector<Tensor>>(device_sets(sets, {n}, 43));
+    auto dx = std::make_shared<std::vector<Tensor>>(empty_sets(sets, {n}));
+    auto per_channel = std::make_shared<std::vector<Tensor>>(device_sets(5, {C}, 44, 0.5f, 1.5f));
+    return [=](int s, cudaStream_t stream) {
+      const size_t i = size_t(s);
+      const auto& pc = *per_channel;
+      kc::batch_norm_backward_reduce((*x)[i].data(), (*dy)[i].data(), shape, pc[0].data(),
+                                     pc[1].data(), 1e-5f, pc[3].data(), pc[4].data(), stream);
+      kc::batch_norm_backward_input((*x)[i].data(), (*dy)[i].data(), shape, pc[0].data(),
+                                    pc[1].data(), pc[2].data(), pc[3].data(), pc[4].data(), 1e-5f,
+                                    kernels::NormStatistics::kBatch, (*dx)[i].data(), stream);
+    };
+  });
+}
+
+// Layer norm forward: x read, y written, the row statistics written: (2 n + 2 rows) floats.
+void BM_gpu_layer_norm_forward(benchmark::State& state) {
+  const int64_t rows = rows_of(state), cols = cols_of(state), n = rows * cols;
+  const int64_t bytes = (2 * n + 2 * rows) * kF;
+  gpu_kernel(state, bytes, bytes, [&](int sets) {
+    auto x = std::make_shared<std::vector<Tensor>>(device_sets(sets, {n}, 45, -2, 3));
+    auto y = std::make_shared<std::vector<Tensor>>(empty_sets(sets, {n}));
+    auto stats = std::make_shared<std::vector<Tensor>>(empty_sets(2, {rows}));
+    auto wb = std::make_shared<std::vector<Tensor>>(device_sets(2, {cols}, 46, 0.5f, 1.5f));
+    return [=](int s, cudaStream_t stream) {
+      const size_t i = size_t(s);
+      kc::layer_norm_forward((*x)[i].data(), rows, cols, (*wb)[0].data(), (*wb)[1].data(), 1e-5f,
+                             (*y)[i].data(), (*stats)[0].data(), (*stats)[1].data(), stream);
+    };
+  });
+}
+
 // The reference on its own line of the report: the copy alone, same byte counts as the
 // elementwise add (3 n floats moved).
 void BM_gpu_copy_reference(benchmark::State& state) {
@@ -382,6 +447,18 @@ void softmax_shapes(benchmark::internal::Benchmark* b) {
   b->Args({256, 10})->Args({4096, 10})->Args({int64_t(1) << 18, 1024});
   b->UseManualTime()->Unit(benchmark::kMicrosecond);
 }
+void batch_norm_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"N", "C", "S"});
+  // A ResNet stage (N 256, C 64, 56 x 56), an MLP's (N 4096, C 1024), few wide channels.
+  b->Args({256, 64, 56 * 56})->Args({4096, 1024, 1})->Args({32, 8, 1 << 16});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
+void layer_norm_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"rows", "cols"});
+  // Transformer rows (768, 1024 on the warp path; 4096 on the block path).
+  b->Args({8192, 768})->Args({16384, 1024})->Args({4096, 4096});
+  b->UseManualTime()->Unit(benchmark::kMicrosecond);
+}
 void optimizer_shapes(benchmark::internal::Benchmark* b) {
   b->ArgNames({"rows", "cols"});
   // MLP weights (256 x 784, 1024 x 1024), then 2^28 parameters.
@@ -467,6 +544,9 @@ BENCHMARK(BM_gpu_max_pool2d_backward)->Apply(pool_shapes);
 BENCHMARK(BM_gpu_avg_pool2d_forward)->Apply(pool_shapes);
 BENCHMARK(BM_gpu_avg_pool2d_backward)->Apply(pool_shapes);
 BENCHMARK(BM_gpu_dropout)->Apply(elementwise_shapes);
+BENCHMARK(BM_gpu_batch_norm_train_forward)->Apply(batch_norm_shapes);
+BENCHMARK(BM_gpu_batch_norm_backward)->Apply(batch_norm_shapes);
+BENCHMARK(BM_gpu_layer_norm_forward)->Apply(layer_norm_shapes);
 
 // ---- CPU twins (kernels/cpu), wall clock, against memcpy of the same bytes ----
 

@@ -114,6 +114,15 @@ ParameterPtr Block::register_constant(const std::string& name, const Tensor& val
   return parameter;
 }
 
+ParameterPtr Block::register_state(const std::string& name, const Shape& shape,
+                                   InitializerPtr init, DType dtype) {
+  check_parameter_name(name);
+  auto parameter = Parameter::state(name, shape, std::move(init), dtype);
+  parameter->set_owner(type_name_);
+  parameters_.emplace_back(name, parameter);
+  return parameter;
+}
+
 void Block::collect_into(ParameterDict& dict, const std::string& prefix) const {
   for (const auto& [name, parameter] : parameters_) dict.insert(join(prefix, name), parameter);
   for (const auto& [name, child] : children_) child->collect_into(dict, join(prefix, name));
@@ -153,9 +162,9 @@ LoadParametersReport Block::load_parameters(const std::string& path, const Devic
     for (const auto& [file_name, tensor] : file.tensors) {
       if (file_name != name) continue;
       found = true;
-      if (tensor.dtype() != DType::kFloat32) {
-        problems +=
-            "\n  '" + name + "': file has " + dtype_name(tensor.dtype()) + ", expected float32";
+      if (tensor.dtype() != parameter->dtype()) {
+        problems += "\n  '" + name + "': file has " + dtype_name(tensor.dtype()) + ", expected " +
+                    dtype_name(parameter->dtype());
       } else if (!shape_fits(parameter->shape(), tensor.shape())) {
         problems += "\n  '" + name + "': file has shape " + shape_str(tensor.shape()) +
                     ", the network expects " + shape_str(parameter->shape());

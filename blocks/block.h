@@ -64,6 +64,11 @@ class Block {
                                   GradReq grad_req = GradReq::kWrite);
   // A constant (Gluon's get_constant): saved and loaded, never given a gradient, never updated.
   ParameterPtr register_constant(const std::string& name, const Tensor& value);
+  // A state buffer (PyTorch's register_buffer, Gluon's grad_req='null' running statistics): saved
+  // and loaded, never given a gradient, never updated by an optimizer; the block's ops update it
+  // in place. `init` fills a float32 state (whatever initialize() is given); int32 starts at 0.
+  ParameterPtr register_state(const std::string& name, const Shape& shape, InitializerPtr init,
+                              DType dtype = DType::kFloat32);
 
   // ---- Inspecting ----
   const std::string& type_name() const { return type_name_; }

@@ -77,9 +77,9 @@ std::map<std::string, std::string> load_checkpoint(const std::string& path, Bloc
     }
     if (stored == nullptr) {
       problems += "\n  '" + name + "': missing from the file";
-    } else if (stored->dtype() != DType::kFloat32) {
-      problems +=
-          "\n  '" + name + "': file has " + dtype_name(stored->dtype()) + ", expected float32";
+    } else if (stored->dtype() != parameter->dtype()) {
+      problems += "\n  '" + name + "': file has " + dtype_name(stored->dtype()) + ", expected " +
+                  dtype_name(parameter->dtype());
     } else if (!fits(*parameter, stored->shape())) {
       problems += "\n  '" + name + "': file has shape " + shape_str(stored->shape()) +
                   ", the network expects " + shape_str(parameter->shape());

@@ -1,5 +1,7 @@
 #include "cairn/blocks/hybridize.h"
 
+#include <algorithm>
+
 #include <atomic>
 #include <cmath>
 #include <iostream>
@@ -15,6 +17,14 @@ namespace cairn {
 namespace {
 
 float max_abs_difference(const Tensor& a, const Tensor& b) {
+  if (a.dtype() == DType::kInt32) {  // an int32 state (BatchNorm's num_batches_tracked)
+    const std::vector<int32_t> x = a.to_int32_vector(), y = b.to_int32_vector();
+    float worst = 0.0f;
+    for (size_t i = 0; i < x.size(); ++i) {
+      worst = std::max(worst, std::abs(float(int64_t(x[i]) - int64_t(y[i]))));
+    }
+    return worst;
+  }
   const std::vector<float> x = a.to_vector(), y = b.to_vector();
   float worst = 0.0f;
   for (size_t i = 0; i < x.size(); ++i) {

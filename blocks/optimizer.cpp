@@ -51,6 +51,31 @@ void check_update_args(const char* who, const Tensor& weight, const Tensor& grad
   CAIRN_CHECK(step >= 1, who, ": step is 1-based, got ", step);
 }
 
+// Adam and AdamW: the same checks and kernel, told apart by how the weight decay is applied.
+void check_adam_hyperparameters(const std::string& who, float beta1, float beta2, float epsilon,
+                                float weight_decay) {
+  check_unit_interval(who, "beta1", beta1);
+  check_unit_interval(who, "beta2", beta2);
+  // epsilon keeps the step finite where a gradient has been exactly zero so far (0 / 0 otherwise).
+  CAIRN_CHECK(std::isfinite(epsilon) && epsilon > 0.0f, who,
+              ": epsilon must be finite and > 0, got ", epsilon);
+  check_weight_decay(who, weight_decay);
+}
+
+void run_adam_update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots,
+                     const kernels::AdamConfig& config) {
+  ops::detail::dispatch(
+      weight.device(),
+      [&] {
+        kernels::cpu::adam_update(weight.data(), grad.data(), slots[0].data(), slots[1].data(),
+                                  weight.numel(), config);
+      },
+      [&](cuda::Stream stream) {
+        kernels::cuda::adam_update(weight.data(), grad.data(), slots[0].data(), slots[1].data(),
+                                   weight.numel(), config, stream);
+      });
+}
+
 }  // namespace
 
 // ---- Optimizer ----
@@ -151,12 +176,7 @@ Adam::Adam(float learning_rate, float beta1, float beta2, float epsilon, float w
       beta2_(beta2),
       epsilon_(epsilon),
       weight_decay_(weight_decay) {
-  check_unit_interval("Adam", "beta1", beta1);
-  check_unit_interval("Adam", "beta2", beta2);
-  // epsilon keeps the step finite where a gradient has been exactly zero so far (0 / 0 otherwise).
-  CAIRN_CHECK(std::isfinite(epsilon) && epsilon > 0.0f,
-              "Adam: epsilon must be finite and > 0, got ", epsilon);
-  check_weight_decay("Adam", weight_decay);
+  check_adam_hyperparameters("Adam", beta1, beta2, epsilon, weight_decay);
 }
 
 void Adam::update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots, int64_t step,
@@ -170,16 +190,7 @@ void Adam::update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots
   config.weight_decay = weight_decay_;
   config.grad_scale = grad_scale;
   config.step = step;
-  ops::detail::dispatch(
-      weight.device(),
-      [&] {
-        kernels::cpu::adam_update(weight.data(), grad.data(), slots[0].data(), slots[1].data(),
-                                  weight.numel(), config);
-      },
-      [&](cuda::Stream stream) {
-        kernels::cuda::adam_update(weight.data(), grad.data(), slots[0].data(), slots[1].data(),
-                                   weight.numel(), config, stream);
-      });
+  run_adam_update(weight, grad, slots, config);
 }
 
 std::optional<std::string> Adam::capture_refusal() const {
@@ -200,6 +211,57 @@ void Adam::set_hyperparameters(const std::map<std::string, float>& values) {
   const std::vector<float> v =
       take_hyperparameters(values, {"learning_rate", "beta1", "beta2", "epsilon", "weight_decay"});
   static_cast<void>(Adam(v[0], v[1], v[2], v[3], v[4]));
+  set_learning_rate(v[0]);
+  beta1_ = v[1];
+  beta2_ = v[2];
+  epsilon_ = v[3];
+  weight_decay_ = v[4];
+}
+
+// ---- AdamW ----
+
+AdamW::AdamW(float learning_rate, float beta1, float beta2, float epsilon, float weight_decay)
+    : Optimizer("AdamW", learning_rate),
+      beta1_(beta1),
+      beta2_(beta2),
+      epsilon_(epsilon),
+      weight_decay_(weight_decay) {
+  check_adam_hyperparameters("AdamW", beta1, beta2, epsilon, weight_decay);
+}
+
+void AdamW::update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots, int64_t step,
+                   float grad_scale) const {
+  check_update_args("AdamW.update", weight, grad, slots, 2, step);
+  kernels::AdamConfig config;
+  config.learning_rate = learning_rate();
+  config.beta1 = beta1_;
+  config.beta2 = beta2_;
+  config.epsilon = epsilon_;
+  config.weight_decay = weight_decay_;
+  config.decay_mode = kernels::AdamWeightDecay::kDecoupled;
+  config.grad_scale = grad_scale;
+  config.step = step;
+  run_adam_update(weight, grad, slots, config);
+}
+
+std::optional<std::string> AdamW::capture_refusal() const {
+  return "AdamW's bias correction changes every step and cannot be frozen into a captured CUDA "
+         "graph; capture SGD steps, or run AdamW steps eagerly";
+}
+
+std::map<std::string, float> AdamW::hyperparameters() const {
+  return {{"learning_rate", learning_rate()},
+          {"beta1", beta1_},
+          {"beta2", beta2_},
+          {"epsilon", epsilon_},
+          {"weight_decay", weight_decay_}};
+}
+
+void AdamW::set_hyperparameters(const std::map<std::string, float>& values) {
+  captured_state_changed();  // captured steps hold the old values
+  const std::vector<float> v =
+      take_hyperparameters(values, {"learning_rate", "beta1", "beta2", "epsilon", "weight_decay"});
+  static_cast<void>(AdamW(v[0], v[1], v[2], v[3], v[4]));
   set_learning_rate(v[0]);
   beta1_ = v[1];
   beta2_ = v[2];

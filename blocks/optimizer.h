@@ -21,7 +21,7 @@ class Optimizer {
  public:
   virtual ~Optimizer() = default;
 
-  // "sgd", "adam": what a checkpoint records, and checks when it is loaded back.
+  // "sgd", "adam", "adamw": what a checkpoint records, and checks when it is loaded back.
   virtual std::string name() const = 0;
   float learning_rate() const { return learning_rate_; }
   void set_learning_rate(float learning_rate);  // throws for a negative or non-finite rate
@@ -104,6 +104,35 @@ class Adam final : public Optimizer {
   std::map<std::string, float> hyperparameters() const override;
   void set_hyperparameters(const std::map<std::string, float>& values) override;
   std::shared_ptr<Optimizer> clone() const override { return std::make_shared<Adam>(*this); }
+
+  float beta1() const { return beta1_; }
+  float beta2() const { return beta2_; }
+  float epsilon() const { return epsilon_; }
+  float weight_decay() const { return weight_decay_; }
+
+ private:
+  float beta1_;
+  float beta2_;
+  float epsilon_;
+  float weight_decay_;
+};
+
+// AdamW (Loshchilov & Hutter), PyTorch's torch.optim.AdamW: the weight decay is decoupled from the
+// gradient, w *= 1 - lr * weight_decay, then the Adam step with bias correction on the raw
+// (scaled) gradient. Same slots as Adam ("mean", "variance"); its steps are not capturable either.
+class AdamW final : public Optimizer {
+ public:
+  explicit AdamW(float learning_rate = 1e-3f, float beta1 = 0.9f, float beta2 = 0.999f,
+                 float epsilon = 1e-8f, float weight_decay = 0.01f);
+
+  std::string name() const override { return "adamw"; }
+  std::vector<std::string> slot_names() const override { return {"mean", "variance"}; }
+  void update(Tensor& weight, const Tensor& grad, std::vector<Tensor>& slots, int64_t step,
+              float grad_scale) const override;
+  std::optional<std::string> capture_refusal() const override;
+  std::map<std::string, float> hyperparameters() const override;
+  void set_hyperparameters(const std::map<std::string, float>& values) override;
+  std::shared_ptr<Optimizer> clone() const override { return std::make_shared<AdamW>(*this); }
 
   float beta1() const { return beta1_; }
   float beta2() const { return beta2_; }

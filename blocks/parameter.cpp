@@ -22,12 +22,25 @@ std::shared_ptr<Parameter> Parameter::constant(std::string name, const Tensor& v
   return parameter;
 }
 
+std::shared_ptr<Parameter> Parameter::state(std::string name, Shape shape, InitializerPtr init,
+                                            DType dtype) {
+  CAIRN_CHECK(dtype == DType::kFloat32 || dtype == DType::kInt32, "Parameter::state '", name,
+              "': float32 or int32, got ", dtype_name(dtype));
+  CAIRN_CHECK(dtype == DType::kFloat32 ? init != nullptr : init == nullptr, "Parameter::state '",
+              name, "': a float32 state needs an initializer; an int32 one starts at zeros");
+  auto parameter = std::make_shared<Parameter>(std::move(name), std::move(shape), GradReq::kNull);
+  parameter->state_ = true;
+  parameter->dtype_ = dtype;
+  parameter->own_init_ = std::move(init);
+  return parameter;
+}
+
 bool Parameter::shape_known() const {
   return std::all_of(shape_.begin(), shape_.end(), [](int64_t dim) { return dim > 0; });
 }
 
 void Parameter::set_grad_req(GradReq request) {
-  if (constant_) return;
+  if (constant_ || state_) return;
   grad_req_ = request;
   if (data_.defined()) data_.set_grad_req(request);
   captured_state_changed();  // which parameters a step updates has changed
@@ -45,6 +58,8 @@ void Parameter::allocate_and_fill(const InitializerPtr& init, const Device& devi
   Tensor value;
   if (constant_) {
     value = constant_value_.to(device).clone();
+  } else if (dtype_ == DType::kInt32) {
+    value = Tensor::from_int32(std::vector<int32_t>(size_t(checked_numel(shape_, "Parameter::state")), 0), shape_, device);
   } else {
     CAIRN_CHECK(init != nullptr, "initialize: no initializer for ", describe_for_errors());
     value = Tensor::empty(shape_, device);
@@ -109,8 +124,8 @@ Device Parameter::device() const { return data().device(); }
 
 void Parameter::set_data(const Tensor& value, const Device& device) {
   CAIRN_CHECK(value.defined(), "set_data: undefined value for ", describe_for_errors());
-  CAIRN_CHECK(value.dtype() == DType::kFloat32, "set_data: ", describe_for_errors(),
-              " is float32, got ", dtype_name(value.dtype()));
+  CAIRN_CHECK(value.dtype() == dtype_, "set_data: ", describe_for_errors(), " is ",
+              dtype_name(dtype_), ", got ", dtype_name(value.dtype()));
   if (!shape_known() || !data_.defined()) infer_shape(value.shape());
   CAIRN_CHECK(value.shape() == shape_, "set_data: ", describe_for_errors(), " has shape ",
               shape_str(shape_), ", got ", shape_str(value.shape()));

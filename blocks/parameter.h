@@ -1,9 +1,12 @@
-// Parameters: a block's trainable weights and its constants.
+// Parameters: a block's trainable weights, its constants and its state.
 //
 // A parameter may be created before its shape is fully known (a 0 dimension means "not known
 // yet", as in Gluon): initialize() then defers the allocation until the layer's first forward
 // calls infer_shape() with the input's size. A constant is a parameter with a fixed value and no
-// gradient (Gluon's get_constant): it is saved with the others and never updated.
+// gradient (Gluon's get_constant): it is saved with the others and never updated. A state is a
+// buffer the block's ops update in place (BatchNorm's running statistics, PyTorch's
+// register_buffer): saved and loaded with the parameters, never given a gradient, never updated by
+// an optimizer; it may be int32 (a counter).
 #pragma once
 
 #include <cstdint>
@@ -23,16 +26,22 @@ class Parameter {
   Parameter(std::string name, Shape shape, GradReq grad_req = GradReq::kWrite);
   // A constant: `value` (any device) is copied to the block's device by initialize().
   static std::shared_ptr<Parameter> constant(std::string name, const Tensor& value);
+  // A state buffer, filled by its own `init` (which wins over initialize()'s, as for Gluon's
+  // running_mean_initializer); an int32 one starts at zeros and takes no initializer.
+  static std::shared_ptr<Parameter> state(std::string name, Shape shape, InitializerPtr init,
+                                          DType dtype = DType::kFloat32);
 
   const std::string& name() const { return name_; }
   const Shape& shape() const { return shape_; }
   bool shape_known() const;
   bool is_constant() const { return constant_; }
+  bool is_state() const { return state_; }
+  DType dtype() const { return dtype_; }  // float32, except int32 states
   GradReq grad_req() const { return grad_req_; }
-  void set_grad_req(GradReq request);  // constants keep kNull
+  void set_grad_req(GradReq request);  // constants and states keep kNull
   // Whether an optimizer updates it: not a constant, and its grad request is not kNull. The one
   // place that says so (Trainer, data parallel, ParameterDict::trainable).
-  bool trainable() const { return !constant_ && grad_req_ != GradReq::kNull; }
+  bool trainable() const { return !constant_ && !state_ && grad_req_ != GradReq::kNull; }
   // An initializer of the parameter's own that wins over the one initialize() is given, as
   // Gluon's Dense(bias_initializer='zeros') does for biases.
   void set_initializer(InitializerPtr init) { own_init_ = std::move(init); }
@@ -68,6 +77,8 @@ class Parameter {
   Shape shape_;
   GradReq grad_req_;
   bool constant_ = false;
+  bool state_ = false;
+  DType dtype_ = DType::kFloat32;
   Tensor constant_value_;
   std::string owner_;
   InitializerPtr own_init_;

@@ -6,6 +6,7 @@ set(CAIRN_BLOCKS_SOURCES
   blocks/conv.cpp
   blocks/pooling.cpp
   blocks/dropout.cpp
+  blocks/normalization.cpp
   blocks/block.cpp
   blocks/hybridize.cpp
   blocks/safetensors.cpp

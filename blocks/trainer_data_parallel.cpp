@@ -85,6 +85,10 @@ void Trainer::enable_data_parallel(dist::CommunicatorPtr communicator,
   // seed) and whatever optimizer slots exist.
   for (Entry& entry : entries_) {
     Tensor data = entry.parameter->data();
+    // The collectives move float32. An int32 state (BatchNorm's num_batches_tracked) counts this
+    // rank's own batches, as each rank's running statistics do afterwards (PyTorch DDP with
+    // broadcast_buffers=False): it keeps its own value.
+    if (data.dtype() != DType::kFloat32) continue;
     communicator->broadcast(data, 0);
     for (Tensor& slot : entry.slots) {
       if (slot.device() != device) slot = slot.to(device);

@@ -141,6 +141,21 @@ Tensor flatten(const Tensor& x);
 // `generator`'s state on x's device, which the call advances on the device (so a captured graph
 // draws a new mask each replay): see core/random_state.h. rate outside [0, 1] throws.
 Tensor dropout(const Tensor& x, float rate, DropoutGenerator& generator);
+// ---- Normalisation ----
+// x: (N, C) or (N, C, H, W) (any rank >= 2: channel axis 1). weight/bias (C) or undefined (no
+// affine). Training: normalises with the batch mean and biased variance, and when
+// running_mean/running_var are defined updates them in place: running = (1 - momentum) * running +
+// momentum * batch, with the UNBIASED batch variance for running_var (PyTorch's rule).
+// Predicting: normalises with running_mean/running_var.
+// Training needs more than one value per channel (N * H * W > 1), as PyTorch's does; momentum lies
+// in [0, 1] and epsilon > 0. The backward differentiates through the batch statistics when
+// training and treats the running ones as constants when predicting. Statistics in double on
+// both devices; the in-place update is a kernel on the stream (capturable in a CUDA graph).
+Tensor batch_norm(const Tensor& x, const Tensor& weight, const Tensor& bias, Tensor running_mean,
+                  Tensor running_var, bool training, float momentum, float epsilon);
+// Normalises over the last `normalized_axes` axes; weight/bias of those axes' shape or undefined.
+Tensor layer_norm(const Tensor& x, int64_t normalized_axes, const Tensor& weight,
+                  const Tensor& bias, float epsilon);
 
 }  // namespace cairn::ops
 

@@ -23,4 +23,5 @@ set(CAIRN_CORE_SOURCES
   core/ops/conv_ops.cpp
   core/ops/pool_ops.cpp
   core/ops/dropout_ops.cpp
-  core/random_state.cpp)
+  core/random_state.cpp
+  core/ops/norm_ops.cpp)

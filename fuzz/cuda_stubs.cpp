@@ -7,6 +7,7 @@
 #include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/gemm.h"
 #include "cairn/kernels/loss.h"
+#include "cairn/kernels/norm.h"
 #include "cairn/kernels/optimizer.h"
 #include "cairn/kernels/random.h"
 #include "cairn/kernels/reduce.h"
@@ -83,6 +84,33 @@ void softmax_xent_forward(const float*, const int32_t*, int64_t, int64_t, float*
 void softmax_xent_backward(const float*, const int32_t*, const float*, int64_t, int64_t, float*,
                            StreamHandle) {
   no_cuda("softmax_xent_backward");
+}
+
+void batch_norm_statistics(const float*, BatchNormShape, float, float*, float*, float*, float*,
+                           StreamHandle) {
+  no_cuda("batch_norm_statistics");
+}
+void batch_norm_forward(const float*, BatchNormShape, const float*, const float*, const float*,
+                        const float*, float, float*, StreamHandle) {
+  no_cuda("batch_norm_forward");
+}
+void batch_norm_backward_reduce(const float*, const float*, BatchNormShape, const float*,
+                                const float*, float, float*, float*, StreamHandle) {
+  no_cuda("batch_norm_backward_reduce");
+}
+void batch_norm_backward_input(const float*, const float*, BatchNormShape, const float*,
+                               const float*, const float*, const float*, const float*, float,
+                               NormStatistics, float*, StreamHandle) {
+  no_cuda("batch_norm_backward_input");
+}
+void increment_counter(int32_t*, StreamHandle) { no_cuda("increment_counter"); }
+void layer_norm_forward(const float*, int64_t, int64_t, const float*, const float*, float, float*,
+                        float*, float*, StreamHandle) {
+  no_cuda("layer_norm_forward");
+}
+void layer_norm_backward(const float*, const float*, int64_t, int64_t, const float*, const float*,
+                         const float*, float, float*, float*, StreamHandle) {
+  no_cuda("layer_norm_backward");
 }
 
 }  // namespace cairn::kernels::cuda

@@ -14,12 +14,17 @@ struct SgdConfig {
   float grad_scale = 1.0f;    // applied to the raw gradient first (1 / batch_size in Trainer::step)
 };
 
+// How Adam applies weight_decay: as an L2 term added to the gradient (Adam), or decoupled from
+// the gradient, w *= 1 - lr * weight_decay before the step (AdamW, PyTorch's torch.optim.AdamW).
+enum class AdamWeightDecay { kL2, kDecoupled };
+
 struct AdamConfig {
   float learning_rate = 0.001f;
   float beta1 = 0.9f;
   float beta2 = 0.999f;
   float epsilon = 1e-8f;
   float weight_decay = 0.0f;
+  AdamWeightDecay decay_mode = AdamWeightDecay::kL2;
   float grad_scale = 1.0f;
   int64_t step = 1;  // 1-based step count, for bias correction
 };
@@ -34,8 +39,10 @@ namespace cpu {
 // momentum = 0: w -= lr * g
 void sgd_update(float* weight, const float* grad, float* velocity, int64_t n,
                 const SgdConfig& config);
-// g as above; m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
-// w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+// kL2: g as above. kDecoupled: w *= 1 - lr * weight_decay, g = grad_scale * grad. Then
+//   m = b1 m + (1-b1) g; v = b2 v + (1-b2) g^2;
+//   w -= lr * (m / (1 - b1^t)) / (sqrt(v / (1 - b2^t)) + eps)
+// (one formula for both twins: kernels/optimizer_math.h)
 void adam_update(float* weight, const float* grad, float* mean, float* variance, int64_t n,
                  const AdamConfig& config);
 }  // namespace cpu

@@ -6,13 +6,16 @@ cairn_add_test(core_test core/allocator_test.cpp core/tensor_test.cpp core/autog
                core/host_memory_test.cpp)
 cairn_add_test(blocks_test blocks/blocks_test.cpp blocks/block_gradients_test.cpp blocks/conv_block_test.cpp
   blocks/load_parameters_test.cpp blocks/sample_curves_test.cpp blocks/pooling_block_test.cpp
+  blocks/norm_block_test.cpp blocks/torch_cnn_test.cpp
   ${PROJECT_SOURCE_DIR}/samples/train_fashion_mnist/curves.cpp)
 target_include_directories(blocks_test PRIVATE ${PROJECT_SOURCE_DIR}/samples)
 cairn_add_test(ops_test ops/ops_cpu_test.cpp ops/ops_gradient_test.cpp ops/ops_bad_input_test.cpp
-               ops/conv_test.cpp ops/pool_test.cpp ops/dropout_test.cpp)
+               ops/conv_test.cpp ops/pool_test.cpp ops/dropout_test.cpp ops/norm_test.cpp)
 cairn_add_test(ops_gpu_test ops/ops_parity_test.cpp ops/dense_test.cpp ops/large_shapes_test.cpp
-               ops/conv_parity_test.cpp ops/pool_parity_test.cpp)
-cairn_add_test(training_test blocks/training_test.cpp blocks/data_loader_test.cpp)
+               ops/conv_parity_test.cpp ops/pool_parity_test.cpp ops/adamw_parity_test.cpp
+               ops/norm_parity_test.cpp)
+cairn_add_test(training_test blocks/training_test.cpp blocks/data_loader_test.cpp
+  blocks/adamw_test.cpp)
 cairn_add_test(formats_test blocks/safetensors_test.cpp blocks/safetensors_dtypes_test.cpp
   blocks/idx_test.cpp)
 cairn_add_test(hardening_test hardening/hardening_test.cpp hardening/determinism_test.cpp

@@ -1,4 +1,4 @@
-// CPU fused optimizer updates: SGD (with momentum and weight decay) and Adam.
+// CPU fused optimizer updates: SGD (with momentum and weight decay), Adam and AdamW.
 #include "cairn/kernels/optimizer.h"
 
 #include <cmath>
@@ -6,6 +6,7 @@
 #include "cairn/base/error.h"
 #include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/cpu/vector_dispatch.h"
+#include "cairn/kernels/optimizer_math.h"
 
 namespace cairn::kernels::cpu {
 
@@ -49,20 +50,10 @@ void adam_update(float* weight, const float* grad, float* mean, float* variance,
                  const AdamConfig& config) {
   CAIRN_CHECK(n >= 0, "cpu::adam_update: negative size ", n);
   CAIRN_CHECK(config.step >= 1, "cpu::adam_update: step is 1-based, got ", config.step);
-  // beta^t underflows or loses all precision in float long before it does in double.
-  const double t = static_cast<double>(config.step);
-  const float correction1 =
-      static_cast<float>(1.0 - std::pow(static_cast<double>(config.beta1), t));
-  const float correction2 =
-      static_cast<float>(1.0 - std::pow(static_cast<double>(config.beta2), t));
+  const AdamCoefficients coefficients = adam_coefficients(config);
   parallel_for(n, kUpdateElementsPerThread, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i) {
-      const float g = config.grad_scale * grad[i] + config.weight_decay * weight[i];
-      mean[i] = config.beta1 * mean[i] + (1.0f - config.beta1) * g;
-      variance[i] = config.beta2 * variance[i] + (1.0f - config.beta2) * g * g;
-      const float mean_hat = mean[i] / correction1;
-      const float variance_hat = variance[i] / correction2;
-      weight[i] -= config.learning_rate * mean_hat / (std::sqrt(variance_hat) + config.epsilon);
+      adam_element(weight[i], grad[i], mean[i], variance[i], coefficients);
     }
   });
 }

@@ -13,7 +13,8 @@ set(CAIRN_KERNELS_CPU_SOURCES
   kernels/cpu/loss.cpp
   kernels/cpu/conv.cpp
   kernels/cpu/pool.cpp
-  kernels/cpu/dropout.cpp)
+  kernels/cpu/dropout.cpp
+  kernels/cpu/norm.cpp)
 
 # GCC notes on every fresh build that passing a 32-byte vector (small_gemm.cpp's `Lanes`) by value
 # changed ABI in GCC 4.6 when AVX is on. Harmless here: `Lanes` lives in small_gemm.cpp's internal

@@ -13,6 +13,7 @@
 #include "cairn/base/error.h"
 #include "cairn/kernels/cuda/launch.cuh"
 #include "cairn/kernels/optimizer.h"
+#include "cairn/kernels/optimizer_math.h"
 
 namespace cairn::kernels::cuda {
 namespace {
@@ -36,22 +37,17 @@ __global__ void sgd_update_kernel(float* weight, const float* grad, float* veloc
   }
 }
 
-// weight, grad, mean, variance: (n). bias_correction1/2 = 1 - beta1^t and 1 - beta2^t, computed on
-// the host in double: beta2^t for t in the thousands loses most of its digits in float.
+// weight, grad, mean, variance: (n). The step-dependent coefficients come from the host
+// (adam_coefficients: beta^t in double).
 __global__ void adam_update_kernel(float* weight, const float* grad, float* mean, float* variance,
-                                   int64_t n, float learning_rate, float beta1, float beta2,
-                                   float epsilon, float weight_decay, float grad_scale,
-                                   float bias_correction1, float bias_correction2) {
+                                   int64_t n, AdamCoefficients coefficients) {
   const int64_t stride = gridDim.x * int64_t(blockDim.x);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += stride) {
-    const float w = weight[i];
-    const float g = grad_scale * grad[i] + weight_decay * w;
-    const float m = beta1 * mean[i] + (1.0f - beta1) * g;
-    const float v = beta2 * variance[i] + (1.0f - beta2) * g * g;
+    float w = weight[i], m = mean[i], v = variance[i];
+    adam_element(w, grad[i], m, v, coefficients);
+    weight[i] = w;
     mean[i] = m;
     variance[i] = v;
-    weight[i] =
-        w - learning_rate * (m / bias_correction1) / (sqrtf(v / bias_correction2) + epsilon);
   }
 }
 
@@ -82,12 +78,8 @@ void adam_update(float* weight, const float* grad, float* mean, float* variance,
   CAIRN_CHECK(n >= 0, "adam_update: negative size ", n);
   CAIRN_CHECK(config.step >= 1, "adam_update: step is 1-based, got ", config.step);
   if (n == 0) return;
-  const double t = static_cast<double>(config.step);
-  const float bias_correction1 = static_cast<float>(1.0 - std::pow(double(config.beta1), t));
-  const float bias_correction2 = static_cast<float>(1.0 - std::pow(double(config.beta2), t));
-  adam_update_kernel<<<grid_size(n), kBlockThreads, 0, stream>>>(
-      weight, grad, mean, variance, n, config.learning_rate, config.beta1, config.beta2,
-      config.epsilon, config.weight_decay, config.grad_scale, bias_correction1, bias_correction2);
+  adam_update_kernel<<<grid_size(n), kBlockThreads, 0, stream>>>(weight, grad, mean, variance, n,
+                                                                 adam_coefficients(config));
   CAIRN_CHECK_LAUNCH("adam_update_kernel", stream);
 }
 

@@ -11,7 +11,8 @@ set(CAIRN_KERNELS_CUDA_SOURCES
   kernels/cuda/loss.cu
   kernels/cuda/conv.cu
   kernels/cuda/pool.cu
-  kernels/cuda/dropout.cu)
+  kernels/cuda/dropout.cu
+  kernels/cuda/norm.cu)
 # Host code of the GPU path (cuBLAS and cuBLASLt calls, no kernel): compiled by the host compiler,
 # in the CUDA build and, unchanged, in the fake CUDA device's build (tests/fake_cuda/).
 set(CAIRN_KERNELS_CUDA_HOST_SOURCES

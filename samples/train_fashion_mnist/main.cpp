@@ -1,6 +1,6 @@
 // Trains an MLP on Fashion-MNIST: the book's 784 -> 256 (relu) -> 10 by default.
 //
-//   train_fashion_mnist [--epochs 10] [--batch-size 256] [--optimizer sgd|adam] [--lr 0.1]
+//   train_fashion_mnist [--epochs 10] [--batch-size 256] [--optimizer sgd|adam|adamw] [--lr 0.1]
 //                       [--depth 1] [--width 256] [--device cpu|cuda|cuda:N] [--seed 0]
 //                       [--data DIR] [--out DIR] [--resume CHECKPOINT] [--limit N]
 //                       [--init xavier|normal] [--no-standardize] [--lr-schedule constant|cosine]
@@ -192,11 +192,11 @@ Options parse(int argc, char** argv) {
         [&](const std::string& flag, const std::string& text) {
           options.batch_size = parse_integer<int64_t>(flag, text, 1, int64_t(1) << 20);
         });
-  value("--optimizer", "NAME", "sgd or adam (default sgd)",
+  value("--optimizer", "NAME", "sgd, adam or adamw (default sgd)",
         [&](const std::string& flag, const std::string& text) {
-          options.optimizer = parse_choice(flag, text, {"sgd", "adam"});
+          options.optimizer = parse_choice(flag, text, {"sgd", "adam", "adamw"});
         });
-  value("--lr", "X", "learning rate, > 0 (default 0.1 for sgd, 0.001 for adam)",
+  value("--lr", "X", "learning rate, > 0 (default 0.1 for sgd, 0.001 for adam and adamw)",
         [&](const std::string& flag, const std::string& text) {
           options.learning_rate = parse_positive_float(flag, text);
         });
@@ -420,7 +420,7 @@ Resumed resolve_resume(Options& options, const std::map<std::string, std::string
     options.width = parse_integer<int64_t>("--width", v, 1, 16384);
   });
   take("--optimizer", "run.optimizer", options.optimizer, [&](const std::string& v) {
-    options.optimizer = parse_choice("--optimizer", v, {"sgd", "adam"});
+    options.optimizer = parse_choice("--optimizer", v, {"sgd", "adam", "adamw"});
   });
   take("--no-standardize", "run.standardize", bool_text(options.standardize),
        [&](const std::string& v) {
@@ -654,8 +654,10 @@ int run(Options options) {
   std::shared_ptr<Optimizer> optimizer;
   if (options.optimizer == "sgd") {
     optimizer = std::make_shared<SGD>(options.learning_rate);
-  } else {
+  } else if (options.optimizer == "adam") {
     optimizer = std::make_shared<Adam>(options.learning_rate);
+  } else {
+    optimizer = std::make_shared<AdamW>(options.learning_rate);
   }
   Trainer trainer(net->collect_params(), optimizer);
   const SoftmaxCrossEntropyLoss loss_fn;
