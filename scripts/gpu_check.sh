@@ -72,13 +72,13 @@ sanitizer_exclude="${CAIRN_SANITIZER_EXCLUDE:-*Absurd*:*OutOfMemory*:*Huge*}"
 # racecheck and initcheck slow a kernel down by 100x and more: they run on the kernel tests that
 # use shared memory or warp shuffles (reductions, softmax, losses, the bias gradient), a subset
 # that fits the time left; memcheck runs every GPU test.
-racecheck_filter="${CAIRN_RACECHECK_FILTER:-*Reduce*:*Softmax*:*SumColumns*:*Argmax*:*Loss*:*Bias*}"
+racecheck_filter="${CAIRN_RACECHECK_FILTER:-*Reduce*:*Softmax*:*SumColumns*:*Argmax*:*Loss*:*Bias*:*BatchNorm*:*LayerNorm*:*Conv*:*Pool*}"
 memcheck_flags="${CAIRN_MEMCHECK_FLAGS:---leak-check full}"
 
 # Per-stage limits in seconds; the budget clamps each to what is left (minus the reserve kept for
 # the sanitizers, which run last).
 declare -A limit=(
-  [env]=40 [configure]=90 [build]=300 [ctest]=150 [parity]=45 [fashion]=75 [bench]=120
+  [env]=40 [configure]=90 [build]=300 [ctest]=150 [parity]=45 [fashion]=75 [cnn]=60 [bench]=120
   [memcheck]=rest [racecheck]=rest [initcheck]=rest
 )
 # "rest": the sanitizers run last and side by side, each given whatever the budget has left
@@ -368,6 +368,11 @@ rm -rf "$work/fashion"
 stage fashion fashion "$fashion_needs" note_fashion -- bash -c '"$0" --epochs 1 --device cuda \
   --data "$1" --out "$2" && echo "curves.csv:" && cat "$2/curves.csv"' \
   "$build_dir/samples/train_fashion_mnist" "${CAIRN_FASHION_MNIST_DIR:-}" "$work/fashion"
+
+# The convolutional networks: one short epoch of LeNet and of the ResNet, cairn against PyTorch
+# on the same GPU (12,000 samples, the minimum of two epochs).
+stage cnn cnn "gpu,file:$build_dir/bench/bench_cnn_epoch" note_tail -- \
+  bash bench/gpu_cnn_epoch.sh "$build_dir" python3 --repeats 2 --samples 12000
 
 # Short runs: one repetition, 0.05 s per benchmark; the PyTorch reference on the same GPU.
 stage bench bench "gpu,file:$build_dir/bench/bench_kernels" note_bench -- \

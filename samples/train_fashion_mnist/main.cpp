@@ -1,6 +1,8 @@
-// Trains an MLP on Fashion-MNIST: the book's 784 -> 256 (relu) -> 10 by default.
+// Trains a network on Fashion-MNIST: the book's MLP 784 -> 256 (relu) -> 10 by default, the
+// course's LeNet or a small ResNet with --model (models.h).
 //
-//   train_fashion_mnist [--epochs 10] [--batch-size 256] [--optimizer sgd|adam|adamw] [--lr 0.1]
+//   train_fashion_mnist [--model mlp|lenet|resnet] [--epochs 10] [--batch-size 256]
+//                       [--optimizer sgd|adam|adamw] [--lr 0.1] [--weight-decay X]
 //                       [--depth 1] [--width 256] [--device cpu|cuda|cuda:N] [--seed 0]
 //                       [--data DIR] [--out DIR] [--resume CHECKPOINT] [--limit N]
 //                       [--init xavier|normal] [--no-standardize] [--lr-schedule constant|cosine]
@@ -54,16 +56,19 @@
 
 #include "curves.h"
 #include "distributed.h"
+#include "models.h"
 
 namespace {
 
 using namespace cairn;
 
 struct Options {
+  std::string model = "mlp";
   int epochs = 10;
   int64_t batch_size = 256;
   std::string optimizer = "sgd";
   float learning_rate = -1;  // default depends on the optimizer
+  float weight_decay = -1;   // default: 0, and AdamW's 0.01 for adamw
   int depth = 1;
   int64_t width = 256;
   std::string device;
@@ -117,7 +122,8 @@ T parse_integer(const std::string& flag, const std::string& text, T low, T high)
   return value;
 }
 
-float parse_positive_float(const std::string& flag, const std::string& text) {
+// A whole float, finite; zero allowed only where `allow_zero`.
+float parse_float(const std::string& flag, const std::string& text, bool allow_zero) {
   char* end = nullptr;
   errno = 0;
   const float value = text.empty() || std::isspace(static_cast<unsigned char>(text[0]))
@@ -126,10 +132,18 @@ float parse_positive_float(const std::string& flag, const std::string& text) {
   if (end == nullptr || end != text.c_str() + text.size()) {
     refuse(flag, "expected a number, got '" + text + "'");
   }
-  if (errno == ERANGE || !std::isfinite(value) || value <= 0.0f) {
-    refuse(flag, "expected a finite number > 0 (as a float), got '" + text + "'");
+  if (errno == ERANGE || !std::isfinite(value) || value < 0.0f || (value == 0.0f && !allow_zero)) {
+    refuse(flag, std::string("expected a finite number ") + (allow_zero ? ">= 0" : "> 0") +
+                     " (as a float), got '" + text + "'");
   }
   return value;
+}
+
+float parse_positive_float(const std::string& flag, const std::string& text) {
+  return parse_float(flag, text, false);
+}
+float parse_nonnegative_float(const std::string& flag, const std::string& text) {
+  return parse_float(flag, text, true);
 }
 
 std::string parse_choice(const std::string& flag, const std::string& text,
@@ -192,6 +206,10 @@ Options parse(int argc, char** argv) {
         [&](const std::string& flag, const std::string& text) {
           options.batch_size = parse_integer<int64_t>(flag, text, 1, int64_t(1) << 20);
         });
+  value("--model", "NAME", "mlp, lenet or resnet (default mlp)",
+        [&](const std::string& flag, const std::string& text) {
+          options.model = parse_choice(flag, text, fashion_models::names());
+        });
   value("--optimizer", "NAME", "sgd, adam or adamw (default sgd)",
         [&](const std::string& flag, const std::string& text) {
           options.optimizer = parse_choice(flag, text, {"sgd", "adam", "adamw"});
@@ -200,11 +218,17 @@ Options parse(int argc, char** argv) {
         [&](const std::string& flag, const std::string& text) {
           options.learning_rate = parse_positive_float(flag, text);
         });
-  value("--depth", "N", "hidden layers, 0 to 64 (default 1)",
+  value("--weight-decay", "X",
+        "weight decay, >= 0: L2 in the gradient for sgd and adam, decoupled for adamw "
+        "(default 0, and 0.01 for adamw)",
+        [&](const std::string& flag, const std::string& text) {
+          options.weight_decay = parse_nonnegative_float(flag, text);
+        });
+  value("--depth", "N", "mlp: hidden layers, 0 to 64 (default 1)",
         [&](const std::string& flag, const std::string& text) {
           options.depth = parse_integer<int>(flag, text, 0, 64);
         });
-  value("--width", "N", "units per hidden layer, 1 to 16384 (default 256)",
+  value("--width", "N", "mlp: units per hidden layer, 1 to 16384 (default 256)",
         [&](const std::string& flag, const std::string& text) {
           options.width = parse_integer<int64_t>(flag, text, 1, 16384);
         });
@@ -343,11 +367,19 @@ int checkpoint_epoch(const std::map<std::string, std::string>& metadata, const s
 // what it changes. ----
 
 std::string bool_text(bool value) { return value ? "true" : "false"; }
+// Shortest text that reads back as the same float.
+std::string float_text(float value) {
+  char text[32];
+  std::snprintf(text, sizeof(text), "%.9g", double(value));
+  return text;
+}
 
 // The run's settings as the checkpoint records them.
 std::map<std::string, std::string> run_metadata(const Options& options, int ranks,
                                                 int64_t train_samples, int64_t steps_per_epoch) {
-  return {{"run.epochs", std::to_string(options.epochs)},
+  return {{"run.model", options.model},
+          {"run.weight_decay", float_text(options.weight_decay)},
+          {"run.epochs", std::to_string(options.epochs)},
           {"run.batch_size", std::to_string(options.batch_size)},
           {"run.limit", std::to_string(options.limit)},
           {"run.train_samples", std::to_string(train_samples)},
@@ -413,6 +445,29 @@ Resumed resolve_resume(Options& options, const std::map<std::string, std::string
   take("--seed", "run.seed", std::to_string(options.seed), [&](const std::string& v) {
     options.seed = parse_integer<uint64_t>("--seed", v, 0, UINT64_MAX);
   });
+  // Checkpoints written before --model and --weight-decay existed are of the MLP without decay.
+  std::map<std::string, std::string> with_defaults = metadata;
+  with_defaults.emplace("run.model", "mlp");
+  with_defaults.emplace("run.weight_decay", "0");
+  auto take_new = [&](const std::string& flag, const std::string& key, const std::string& current,
+                      auto assign) {
+    const std::string& value = with_defaults.at(key);
+    if (options.given.count(flag) == 0) {
+      assign(value);
+    } else if (current != value) {
+      throw Refusal(flag, "'" + current + "' differs from the '" + value + "' that " + path +
+                              " was trained with; a resumed run keeps every setting that changes "
+                              "what training computes (leave " + flag +
+                              " out to take the checkpoint's, or start a new run without --resume)");
+    }
+  };
+  take_new("--model", "run.model", options.model, [&](const std::string& v) {
+    options.model = parse_choice("--model", v, fashion_models::names());
+  });
+  take_new("--weight-decay", "run.weight_decay", float_text(options.weight_decay),
+           [&](const std::string& v) {
+             options.weight_decay = parse_nonnegative_float("--weight-decay", v);
+           });
   take("--depth", "run.depth", std::to_string(options.depth), [&](const std::string& v) {
     options.depth = parse_integer<int>("--depth", v, 0, 64);
   });
@@ -515,12 +570,6 @@ Resumed resolve_resume(Options& options, const std::map<std::string, std::string
   return resumed;
 }
 
-std::shared_ptr<Sequential> build_mlp(const Options& options) {
-  auto net = make<Sequential>();
-  for (int i = 0; i < options.depth; ++i) net->add(make<Dense>(options.width, "relu"));
-  net->add(make<Dense>(10));
-  return net;
-}
 
 // Correct predictions in a batch; reading them back is one small synchronisation per batch.
 int64_t count_correct(const Tensor& logits, const Tensor& labels) {
@@ -532,6 +581,9 @@ int64_t count_correct(const Tensor& logits, const Tensor& labels) {
 }
 
 double evaluate(Block& net, DataLoader& loader, dist::Communicator* comm = nullptr) {
+  // Prediction mode, whatever the caller's: dropout off, batch normalisation on its running
+  // statistics. (Outside a RecordScope it is the mode anyway; this makes it impossible to forget.)
+  autograd::PredictModeScope predict;
   loader.start_epoch(0);
   int64_t correct = 0, seen = 0;
   Batch batch;
@@ -590,6 +642,7 @@ int run(Options options) {
     resumed = resolve_resume(options, resume_metadata, comm ? comm->size() : 1);
   }
   if (options.learning_rate < 0) options.learning_rate = options.optimizer == "sgd" ? 0.1f : 1e-3f;
+  if (options.weight_decay < 0) options.weight_decay = options.optimizer == "adamw" ? 0.01f : 0.0f;
   const int last_epoch = options.stop_after > 0 ? options.stop_after : options.epochs;
   if (last_epoch > options.epochs || last_epoch < resumed.first_epoch) {
     throw Refusal("--stop-after", std::to_string(options.stop_after) + " is not an epoch of this run (" +
@@ -647,17 +700,23 @@ int run(Options options) {
                       : LearningRateSchedule::constant(options.learning_rate, options.warmup_steps);
   }
 
-  auto net = build_mlp(options);
+  fashion_models::ModelOptions model;
+  model.name = options.model;
+  model.depth = options.depth;
+  model.width = options.width;
+  const std::shared_ptr<Block> net = fashion_models::build(model);
   // Weights by the chosen initializer; biases keep Dense's own zeros, as in Gluon.
   net->initialize(options.init == "xavier" ? init::xavier() : init::normal(0.01f), device,
                   options.seed);
   std::shared_ptr<Optimizer> optimizer;
   if (options.optimizer == "sgd") {
-    optimizer = std::make_shared<SGD>(options.learning_rate);
+    optimizer = std::make_shared<SGD>(options.learning_rate, 0.0f, options.weight_decay);
   } else if (options.optimizer == "adam") {
-    optimizer = std::make_shared<Adam>(options.learning_rate);
+    optimizer = std::make_shared<Adam>(options.learning_rate, 0.9f, 0.999f, 1e-8f,
+                                       options.weight_decay);
   } else {
-    optimizer = std::make_shared<AdamW>(options.learning_rate);
+    optimizer = std::make_shared<AdamW>(options.learning_rate, 0.9f, 0.999f, 1e-8f,
+                                        options.weight_decay);
   }
   Trainer trainer(net->collect_params(), optimizer);
   const SoftmaxCrossEntropyLoss loss_fn;
@@ -749,7 +808,7 @@ int run(Options options) {
     if (curves::best_row(rows) == rows.size() - 1) net->save_parameters(best_parameters);
     curves::write_csv(csv, rows);
     curves::write_svg(options.out_dir + "/curves.svg", rows,
-                      "Fashion-MNIST MLP, " + options.optimizer + ", lr " +
+                      "Fashion-MNIST " + options.model + ", " + options.optimizer + ", lr " +
                           std::to_string(options.learning_rate).substr(0, 6) + ", batch " +
                           std::to_string(options.batch_size) + ", on " + device.str());
   }

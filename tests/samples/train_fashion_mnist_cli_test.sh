@@ -66,6 +66,10 @@ bad_lines=(
   "--device|--device cuda:99"
   "--device|--device gpu"
   "--optimizer|--optimizer rmsprop"
+  "--model|--model vgg"
+  "--model|--model ''"
+  "--weight-decay|--weight-decay -0.1"
+  "--weight-decay|--weight-decay nan"
   "--init|--init zeros"
   "--lr-schedule|--lr-schedule linear"
   "--warmup-steps|--warmup-steps -1"
@@ -87,7 +91,7 @@ for line in "${bad_lines[@]}"; do
 done
 
 # --help lists every option and exits 0.
-for flag in --epochs --batch-size --optimizer --lr --depth --width --device --seed --data --out \
+for flag in --model --weight-decay adamw --epochs --batch-size --optimizer --lr --depth --width --device --seed --data --out \
     --resume --limit --init --no-standardize --lr-schedule --warmup-steps --stop-after \
     --restart-schedule "What --resume keeps" CAIRN_COLLECTIVE_TIMEOUT_S; do
   expect 0 "$flag" --help
@@ -166,6 +170,20 @@ cp "$checkpoint" "$work/constant2.safetensors"
 expect 0 "continuing its constant" "${run[@]}" --epochs 4 --resume "$work/constant2.safetensors"
 same_checkpoint "$checkpoint" "$work/constant4.safetensors" "constant 2 epochs, resumed to 4"
 
+# The convolutional networks, stopped and resumed: exact too (BatchNorm's running statistics and
+# num_batches_tracked are in the checkpoint), and the prediction-mode evaluation leaves them alone.
+for model in lenet resnet; do
+  cnn=(--data "$work/data" --out "$work/$model" --device cpu --batch-size 4 --model "$model"
+       --optimizer adamw)
+  expect 0 "wrote" "${cnn[@]}" --epochs 2
+  cp "$work/$model/checkpoint.safetensors" "$work/${model}2.safetensors"
+  expect 0 "wrote" "${cnn[@]}" --epochs 2 --stop-after 1
+  expect 0 "continuing its cosine" --data "$work/data" --out "$work/$model" --device cpu \
+    --resume "$work/$model/checkpoint.safetensors"
+  same_checkpoint "$work/$model/checkpoint.safetensors" "$work/${model}2.safetensors" \
+    "$model 1 of 2 epochs, resumed"
+done
+
 # Every setting that changes what training computes, given with another value: refused.
 two_of_four="$work/cosine2of4.safetensors"
 base=(--data "$work/data" --out "$work/run" --device cpu)
@@ -173,6 +191,8 @@ expect 2 "--batch-size: '2' differs from the '4'" "${base[@]}" --batch-size 2 --
 expect 2 "--width" "${base[@]}" --width 16 --resume "$two_of_four"
 expect 2 "--depth" "${base[@]}" --depth 2 --resume "$two_of_four"
 expect 2 "--optimizer" "${base[@]}" --optimizer adam --resume "$two_of_four"
+expect 2 "--model: 'lenet' differs from the 'mlp'" "${base[@]}" --model lenet --resume "$two_of_four"
+expect 2 "--weight-decay" "${base[@]}" --weight-decay 0.001 --resume "$two_of_four"
 expect 2 "--no-standardize" "${base[@]}" --no-standardize --resume "$two_of_four"
 expect 2 "--no-standardize" "${base[@]}" --book --resume "$two_of_four"
 expect 2 "--seed" "${base[@]}" --seed 1 --resume "$two_of_four"
