@@ -115,10 +115,11 @@ std::vector<GemmLayer> layers_of(const std::string& model) {
             {84, 120, 1, 1, true},       {10, 84, 1, 1, true}};
   }
   // The stem at 28x28; after the max pool, Residual(32) at 14x14, Residual(64, stride 2, 1x1
-  // projection) at 7x7; the classifier.
-  return {{32, 9, 28 * 28, 1, false},   {32, 288, 14 * 14, 1, true}, {32, 288, 14 * 14, 1, true},
-          {64, 288, 7 * 7, 1, true},    {64, 576, 7 * 7, 1, true},   {64, 32, 7 * 7, 1, true},
-          {10, 64, 1, 1, true}};
+  // projection) at 7x7, Residual(128, stride 2, projection) at 4x4; the classifier.
+  return {{32, 9, 28 * 28, 1, false},  {32, 288, 14 * 14, 1, true}, {32, 288, 14 * 14, 1, true},
+          {64, 288, 7 * 7, 1, true},   {64, 576, 7 * 7, 1, true},   {64, 32, 7 * 7, 1, true},
+          {128, 576, 4 * 4, 1, true},  {128, 1152, 4 * 4, 1, true}, {128, 64, 4 * 4, 1, true},
+          {10, 128, 1, 1, true}};
 }
 
 class BlasOnlyEpoch {

@@ -48,7 +48,8 @@ def resnet():
     return nn.Sequential(
         nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
         nn.MaxPool2d(2), Residual(32, 32, 1, False), Residual(32, 64, 2, True),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+        Residual(64, 128, 2, True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.25),
+        nn.Linear(128, 10))
 
 
 def main():

@@ -3,12 +3,15 @@
 // each one is defined here to throw. Reaching one would mean a CPU-only path touched the GPU,
 // which is a finding in itself. A new launcher in kernels/*.h needs a line here.
 #include "cairn/base/error.h"
+#include "cairn/kernels/conv.h"
 #include "cairn/kernels/dense.h"
+#include "cairn/kernels/dropout.h"
 #include "cairn/kernels/elementwise.h"
 #include "cairn/kernels/gemm.h"
 #include "cairn/kernels/loss.h"
 #include "cairn/kernels/norm.h"
 #include "cairn/kernels/optimizer.h"
+#include "cairn/kernels/pool.h"
 #include "cairn/kernels/random.h"
 #include "cairn/kernels/reduce.h"
 #include "cairn/kernels/softmax.h"
@@ -112,5 +115,38 @@ void layer_norm_backward(const float*, const float*, int64_t, int64_t, const flo
                          const float*, float, float*, float*, StreamHandle) {
   no_cuda("layer_norm_backward");
 }
+
+void im2col(const Conv2DGeometry&, const float*, int64_t, float*, StreamHandle) {
+  no_cuda("im2col");
+}
+void col2im(const Conv2DGeometry&, const float*, int64_t, float*, StreamHandle) {
+  no_cuda("col2im");
+}
+void rows_to_images(const float*, const float*, int64_t, int64_t, int64_t, float*, StreamHandle) {
+  no_cuda("rows_to_images");
+}
+void images_to_rows(const float*, int64_t, int64_t, int64_t, float*, StreamHandle) {
+  no_cuda("images_to_rows");
+}
+void add_channel_bias(float*, const float*, int64_t, int64_t, int64_t, StreamHandle) {
+  no_cuda("add_channel_bias");
+}
+void max_pool2d_forward(const float*, const Pool2DGeometry&, float*, int32_t*, StreamHandle) {
+  no_cuda("max_pool2d_forward");
+}
+void max_pool2d_backward(const float*, const int32_t*, const Pool2DGeometry&, float*,
+                         StreamHandle) {
+  no_cuda("max_pool2d_backward");
+}
+void avg_pool2d_forward(const float*, const Pool2DGeometry&, AvgDivisor, float*, StreamHandle) {
+  no_cuda("avg_pool2d_forward");
+}
+void avg_pool2d_backward(const float*, const Pool2DGeometry&, AvgDivisor, float*, StreamHandle) {
+  no_cuda("avg_pool2d_backward");
+}
+void dropout(const float*, int64_t, float, float, const int32_t*, float*, float*, StreamHandle) {
+  no_cuda("dropout");
+}
+void advance_dropout_state(int32_t*, int64_t, StreamHandle) { no_cuda("advance_dropout_state"); }
 
 }  // namespace cairn::kernels::cuda

@@ -53,8 +53,12 @@ void pack_columns(const float* a, int64_t m, int64_t inner, int64_t lda, float* 
 }
 
 #if defined(CAIRN_CONV_AVX512)
+#if defined(__clang__)  // clang has no GCC target pragma (the fuzz build compiles with it)
+#pragma clang attribute push(__attribute__((target("avx512f,fma"))), apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,fma")
+#endif
 namespace {
 
 constexpr int kVectors = 3;  // 16-column vectors per tile: 8 x 3 accumulators of 32 registers
@@ -207,7 +211,11 @@ void multiply(const float* packed, int64_t m, int64_t inner, const float* b, int
     multiply_all<false>(packed, m, inner, b, columns, 0, nullptr, c);
   }
 }
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 #else
 void im2col(const Conv2DGeometry&, const float*, int64_t, float*) { std::abort(); }
 void multiply(const float*, int64_t, int64_t, const float*, int64_t, int64_t, const float*,

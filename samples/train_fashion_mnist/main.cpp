@@ -704,6 +704,7 @@ int run(Options options) {
   model.name = options.model;
   model.depth = options.depth;
   model.width = options.width;
+  model.seed = options.seed;
   const std::shared_ptr<Block> net = fashion_models::build(model);
   // Weights by the chosen initializer; biases keep Dense's own zeros, as in Gluon.
   net->initialize(options.init == "xavier" ? init::xavier() : init::normal(0.01f), device,
@@ -756,6 +757,7 @@ int run(Options options) {
   for (int epoch = first_epoch; epoch <= last_epoch; ++epoch) {
     const auto start = std::chrono::steady_clock::now();
     train_loader.start_epoch(epoch);
+    fashion_models::reseed_dropout(*net, options.seed, epoch);
     double loss_sum = 0;
     int64_t correct = 0, seen = 0, step = 0;
     Batch batch;

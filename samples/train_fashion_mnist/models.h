@@ -19,9 +19,16 @@ struct ModelOptions {
   std::string name = "mlp";
   int depth = 1;        // mlp: hidden layers
   int64_t width = 256;  // mlp: units per hidden layer
+  uint64_t seed = 0;    // resnet: its dropout's masks
 };
 
 std::shared_ptr<cairn::Block> build(const ModelOptions& options);
+
+// Restarts every Dropout's mask stream in `net` at a seed drawn from (seed, epoch, its place in
+// the tree), called at the start of each epoch: the masks of an epoch then depend on the run's
+// seed and the epoch alone, so a run resumed from a checkpoint (which holds parameters, not
+// generator offsets) draws the masks the uninterrupted run drew.
+void reseed_dropout(cairn::Block& net, uint64_t seed, int epoch);
 
 // A user block (the lecture's pattern): its constructor registers its children, its forward is
 // ordinary C++. Two 3x3 convolutions with batch normalisation, added to the input, which a 1x1
