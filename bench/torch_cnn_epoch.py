@@ -46,10 +46,10 @@ def lenet():
 
 def resnet():
     return nn.Sequential(
-        nn.Conv2d(1, 32, 3, padding=1, bias=False), nn.BatchNorm2d(32), nn.ReLU(),
-        nn.MaxPool2d(2), Residual(32, 32, 1, False), Residual(32, 64, 2, True),
-        Residual(64, 128, 2, True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.25),
-        nn.Linear(128, 10))
+        nn.Conv2d(1, 24, 3, padding=1, bias=False), nn.BatchNorm2d(24), nn.ReLU(),
+        nn.MaxPool2d(2), Residual(24, 24, 1, False), Residual(24, 48, 2, True),
+        Residual(48, 96, 2, True), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.25),
+        nn.Linear(96, 10))
 
 
 def main():

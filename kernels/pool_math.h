@@ -121,13 +121,11 @@ CAIRN_HOST_DEVICE inline float avg_pool_at(const float* x, const Pool2DGeometry&
   return sum / avg_pool_divisor(hs, ws, divisor);
 }
 
-// dx at input (ih, iw) of one plane: the sum of dy / divisor over the windows covering it.
-// dy: (out_h, out_w) of that plane.
-CAIRN_HOST_DEVICE inline float avg_pool_backward_at(const float* dy, const Pool2DGeometry& g,
-                                                    int64_t ih, int64_t iw, AvgDivisor divisor) {
-  int64_t oh0, oh1, ow0, ow1;
-  covering_outputs(ih, g.kernel_h, g.stride_h, g.pad_h, g.out_h, &oh0, &oh1);
-  covering_outputs(iw, g.kernel_w, g.stride_w, g.pad_w, g.out_w, &ow0, &ow1);
+// dx at an input element of one plane: the sum of dy / divisor over the windows [oh0, oh1] x
+// [ow0, ow1] covering it. dy: (out_h, out_w) of that plane.
+CAIRN_HOST_DEVICE inline float avg_pool_backward_over(const float* dy, const Pool2DGeometry& g,
+                                                      int64_t oh0, int64_t oh1, int64_t ow0,
+                                                      int64_t ow1, AvgDivisor divisor) {
   float sum = 0.0f;
   for (int64_t oh = oh0; oh <= oh1; ++oh) {
     const PoolSpan hs = pool_span(oh, g.in_h, g.kernel_h, g.stride_h, g.pad_h);
@@ -139,15 +137,21 @@ CAIRN_HOST_DEVICE inline float avg_pool_backward_at(const float* dy, const Pool2
   return sum;
 }
 
-// dx at input (ih, iw) of one plane: the sum of dy over the covering windows whose argmax is
-// this element. dy, argmax: (out_h, out_w) of that plane.
-CAIRN_HOST_DEVICE inline float max_pool_backward_at(const float* dy, const int32_t* argmax,
-                                                    const Pool2DGeometry& g, int64_t ih,
-                                                    int64_t iw) {
+// dx at input (ih, iw) of one plane.
+CAIRN_HOST_DEVICE inline float avg_pool_backward_at(const float* dy, const Pool2DGeometry& g,
+                                                    int64_t ih, int64_t iw, AvgDivisor divisor) {
   int64_t oh0, oh1, ow0, ow1;
   covering_outputs(ih, g.kernel_h, g.stride_h, g.pad_h, g.out_h, &oh0, &oh1);
   covering_outputs(iw, g.kernel_w, g.stride_w, g.pad_w, g.out_w, &ow0, &ow1);
-  const int64_t self = ih * g.in_w + iw;
+  return avg_pool_backward_over(dy, g, oh0, oh1, ow0, ow1, divisor);
+}
+
+// dx at input element `self` of one plane: the sum of dy over the windows [oh0, oh1] x [ow0, ow1]
+// (those covering it) whose argmax is this element. dy, argmax: (out_h, out_w) of that plane.
+CAIRN_HOST_DEVICE inline float max_pool_backward_over(const float* dy, const int32_t* argmax,
+                                                      const Pool2DGeometry& g, int64_t self,
+                                                      int64_t oh0, int64_t oh1, int64_t ow0,
+                                                      int64_t ow1) {
   float sum = 0.0f;
   for (int64_t oh = oh0; oh <= oh1; ++oh) {
     for (int64_t ow = ow0; ow <= ow1; ++ow) {
@@ -156,6 +160,17 @@ CAIRN_HOST_DEVICE inline float max_pool_backward_at(const float* dy, const int32
     }
   }
   return sum;
+}
+
+// dx at input (ih, iw) of one plane (the CPU twin looks the covering ranges up instead of
+// dividing for them at each element).
+CAIRN_HOST_DEVICE inline float max_pool_backward_at(const float* dy, const int32_t* argmax,
+                                                    const Pool2DGeometry& g, int64_t ih,
+                                                    int64_t iw) {
+  int64_t oh0, oh1, ow0, ow1;
+  covering_outputs(ih, g.kernel_h, g.stride_h, g.pad_h, g.out_h, &oh0, &oh1);
+  covering_outputs(iw, g.kernel_w, g.stride_w, g.pad_w, g.out_w, &ow0, &ow1);
+  return max_pool_backward_over(dy, argmax, g, ih * g.in_w + iw, oh0, oh1, ow0, ow1);
 }
 
 }  // namespace cairn::kernels

@@ -63,6 +63,7 @@ void im2col_plane(const Conv2DGeometry& g, const float* x, int64_t images, int64
                   int64_t c, float* col) {
   const float* plane = x + (image * g.channels + c) * g.in_pixels();
   const int64_t q_out = g.out_w, columns = images * g.out_pixels();
+  const bool shifted_copy = g.stride_h == 1 && g.stride_w == 1 && q_out == g.width;
   for (int64_t r = 0; r < g.kernel_h; ++r) {
     int64_t p0, p1;
     conv_valid_outputs(r, g.height, g.out_h, g.stride_h, g.pad_h, g.dilation_h, &p0, &p1);
@@ -73,6 +74,22 @@ void im2col_plane(const Conv2DGeometry& g, const float* x, int64_t images, int64
       conv_valid_outputs(s, g.width, g.out_w, g.stride_w, g.pad_w, g.dilation_w, &q0, &q1);
       const int64_t offset = s * g.dilation_w - g.pad_w;  // input column of output column 0
       std::memset(out, 0, size_t(p0 * q_out) * sizeof(float));
+      if (shifted_copy && p1 > p0 && q1 > q0) {
+        // Stride 1 with output rows as wide as the input's: output (p, q) reads input element
+        // p * W + q + shift, so rows p0 to p1 are one contiguous run of the plane (in bounds:
+        // its first and last elements are valid taps), copied at once; then the columns outside
+        // [q0, q1), which picked up the neighbouring rows' ends, are zeroed.
+        const int64_t shift = conv_in_index(0, r, 1, g.pad_h, g.dilation_h) * g.width + offset;
+        const int64_t first = p0 * q_out + q0, last = (p1 - 1) * q_out + q1;
+        std::memcpy(out + first, plane + first + shift, size_t(last - first) * sizeof(float));
+        for (int64_t p = p0; p < p1; ++p) {
+          float* o = out + p * q_out;
+          for (int64_t q = 0; q < q0; ++q) o[q] = 0.0f;
+          for (int64_t q = q1; q < q_out; ++q) o[q] = 0.0f;
+        }
+        std::memset(out + p1 * q_out, 0, size_t((g.out_h - p1) * q_out) * sizeof(float));
+        continue;
+      }
       for (int64_t p = p0; p < p1; ++p) {
         // Indices, not a pointer moved by `offset`, which may point before the plane.
         const int64_t base = conv_in_index(p, r, g.stride_h, g.pad_h, g.dilation_h) * g.width + offset;
@@ -96,7 +113,7 @@ void im2col_plane(const Conv2DGeometry& g, const float* x, int64_t images, int64
 // pass over the rows.
 void col2im_plane(const Conv2DGeometry& g, const float* col, int64_t images, int64_t image,
                   int64_t c, float* dx) {
-  float* plane = dx + (image * g.channels + c) * g.in_pixels();
+  float* __restrict plane = dx + (image * g.channels + c) * g.in_pixels();
   std::memset(plane, 0, size_t(g.in_pixels()) * sizeof(float));
   const int64_t q_out = g.out_w, columns = images * g.out_pixels();
   for (int64_t r = 0; r < g.kernel_h; ++r) {
@@ -110,7 +127,7 @@ void col2im_plane(const Conv2DGeometry& g, const float* col, int64_t images, int
       const int64_t offset = s * g.dilation_w - g.pad_w;
       for (int64_t p = p0; p < p1; ++p) {
         const int64_t base = conv_in_index(p, r, g.stride_h, g.pad_h, g.dilation_h) * g.width + offset;
-        const float* src = in + p * q_out;
+        const float* __restrict src = in + p * q_out;
         if (g.stride_w == 1) {
           for (int64_t q = q0; q < q1; ++q) plane[base + q] += src[q];
         } else {

@@ -3,8 +3,10 @@
 // equal the CUDA twin's.
 #include "cairn/kernels/pool.h"
 
+#include <algorithm>
 #include <climits>
 #include <limits>
+#include <vector>
 
 #include "cairn/base/error.h"
 #include "cairn/kernels/cpu/parallel.h"
@@ -62,6 +64,20 @@ void for_rows(int64_t planes, int64_t rows, int64_t work_per_row, const Body& bo
   });
 }
 
+// The outputs covering each input column, [first[iw], last[iw]]: pool_math.h's covering_outputs,
+// computed once a call (and the rows' once a row) instead of once an element, whose integer
+// divisions were most of the backward's time. The sums over them are the header's
+// (*_backward_over), the CUDA twin's, so the bits are the same.
+struct ColumnCover {
+  std::vector<int64_t> first, last;
+  explicit ColumnCover(const Pool2DGeometry& g) : first(size_t(g.in_w)), last(size_t(g.in_w)) {
+    for (int64_t iw = 0; iw < g.in_w; ++iw) {
+      covering_outputs(iw, g.kernel_w, g.stride_w, g.pad_w, g.out_w, &first[size_t(iw)],
+                       &last[size_t(iw)]);
+    }
+  }
+};
+
 }  // namespace
 
 void max_pool2d_forward(const float* x, const Pool2DGeometry& g, float* y, int32_t* argmax) {
@@ -78,12 +94,35 @@ void max_pool2d_forward(const float* x, const Pool2DGeometry& g, float* y, int32
 void max_pool2d_backward(const float* dy, const int32_t* argmax, const Pool2DGeometry& g,
                          float* dx) {
   check_pool2d_geometry("cpu::max_pool2d_backward", g);
+  if (g.stride_h >= g.kernel_h && g.stride_w >= g.kernel_w) {
+    // Windows that do not overlap (the usual 2x2, stride 2): each input element is covered by at
+    // most one window, so its gathered sum is 0 + dy of that window where it is the argmax, and
+    // 0 elsewhere. A scatter into a zeroed plane writes exactly that (0.0f + dy, so -0 becomes +0
+    // as in the gather), without looking at every covering window of every element.
+    const int64_t in_plane = g.in_h * g.in_w, out_plane = g.out_h * g.out_w;
+    parallel_for(g.planes, min_rows(in_plane), [&](int64_t begin, int64_t end) {
+      for (int64_t p = begin; p < end; ++p) {
+        float* dx_plane = dx + p * in_plane;
+        std::fill(dx_plane, dx_plane + in_plane, 0.0f);
+        const float* dy_plane = dy + p * out_plane;
+        const int32_t* argmax_plane = argmax + p * out_plane;
+        for (int64_t o = 0; o < out_plane; ++o) dx_plane[argmax_plane[o]] = 0.0f + dy_plane[o];
+      }
+    });
+    return;
+  }
   const int64_t covering = (g.kernel_h / g.stride_h + 1) * (g.kernel_w / g.stride_w + 1);
+  const ColumnCover columns(g);
   for_rows(g.planes, g.in_h, g.in_w * covering, [&](int64_t p, int64_t ih) {
     const int64_t out_plane = p * g.out_h * g.out_w;
+    const float* dy_plane = dy + out_plane;
+    const int32_t* argmax_plane = argmax + out_plane;
+    int64_t oh0, oh1;
+    covering_outputs(ih, g.kernel_h, g.stride_h, g.pad_h, g.out_h, &oh0, &oh1);
     float* row = dx + (p * g.in_h + ih) * g.in_w;
     for (int64_t iw = 0; iw < g.in_w; ++iw) {
-      row[iw] = max_pool_backward_at(dy + out_plane, argmax + out_plane, g, ih, iw);
+      row[iw] = max_pool_backward_over(dy_plane, argmax_plane, g, ih * g.in_w + iw, oh0, oh1,
+                                       columns.first[size_t(iw)], columns.last[size_t(iw)]);
     }
   });
 }
@@ -100,11 +139,15 @@ void avg_pool2d_forward(const float* x, const Pool2DGeometry& g, AvgDivisor divi
 void avg_pool2d_backward(const float* dy, const Pool2DGeometry& g, AvgDivisor divisor, float* dx) {
   check_pool2d_geometry("cpu::avg_pool2d_backward", g);
   const int64_t covering = (g.kernel_h / g.stride_h + 1) * (g.kernel_w / g.stride_w + 1);
+  const ColumnCover columns(g);
   for_rows(g.planes, g.in_h, g.in_w * covering, [&](int64_t p, int64_t ih) {
     const float* dy_plane = dy + p * g.out_h * g.out_w;
+    int64_t oh0, oh1;
+    covering_outputs(ih, g.kernel_h, g.stride_h, g.pad_h, g.out_h, &oh0, &oh1);
     float* row = dx + (p * g.in_h + ih) * g.in_w;
     for (int64_t iw = 0; iw < g.in_w; ++iw) {
-      row[iw] = avg_pool_backward_at(dy_plane, g, ih, iw, divisor);
+      row[iw] = avg_pool_backward_over(dy_plane, g, oh0, oh1, columns.first[size_t(iw)],
+                                       columns.last[size_t(iw)], divisor);
     }
   });
 }

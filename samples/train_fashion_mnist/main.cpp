@@ -183,7 +183,7 @@ void use_book_setting(Options& options) {
 
 Options parse(int argc, char** argv) {
   Options options;
-  CLI::App app{"Trains an MLP on Fashion-MNIST and writes a checkpoint and learning curves.",
+  CLI::App app{"Trains an MLP, LeNet or a small ResNet on Fashion-MNIST and writes a checkpoint and learning curves.",
                "train_fashion_mnist"};
   // A value option whose text `convert` turns into the field, or refuses.
   auto value = [&app, &options](const std::string& flag, const std::string& type,
