@@ -79,26 +79,32 @@ CAIRN_HOST_DEVICE inline void covering_outputs(int64_t i, int64_t kernel, int64_
   *last = top < out - 1 ? top : out - 1;
 }
 
-// The max over window (oh, ow) of one plane x: (in_h, in_w); *argmax gets the plane index
+// The max over the window hs x ws of one plane x: (in_h, in_w); *argmax gets the plane index
 // (ih * in_w + iw) the gradient goes to.
-CAIRN_HOST_DEVICE inline float max_pool_at(const float* x, const Pool2DGeometry& g, int64_t oh,
-                                           int64_t ow, int32_t* argmax) {
-  const PoolSpan hs = pool_span(oh, g.in_h, g.kernel_h, g.stride_h, g.pad_h);
-  const PoolSpan ws = pool_span(ow, g.in_w, g.kernel_w, g.stride_w, g.pad_w);
-  int64_t best_index = hs.start * g.in_w + ws.start;
+CAIRN_HOST_DEVICE inline float max_pool_over(const float* x, int64_t in_w, const PoolSpan& hs,
+                                             const PoolSpan& ws, int32_t* argmax) {
+  int64_t best_index = hs.start * in_w + ws.start;
   float best = -INFINITY;
   for (int64_t ih = hs.start; ih < hs.end; ++ih) {
     for (int64_t iw = ws.start; iw < ws.end; ++iw) {
-      const int64_t index = ih * g.in_w + iw;
+      const int64_t index = ih * in_w + iw;
       const float v = x[index];
-      if (v > best || v != v) {  // v != v: NaN, which then stays the max
-        best = v;
-        best_index = index;
-      }
+      // v != v: NaN, which then stays the max. Written as selects, which the GPU need not
+      // diverge on.
+      const bool take = (v > best) | (v != v);
+      best = take ? v : best;
+      best_index = take ? index : best_index;
     }
   }
   *argmax = static_cast<int32_t>(best_index);
   return best;
+}
+
+// The max over window (oh, ow) of one plane (the CPU twin looks the spans up instead).
+CAIRN_HOST_DEVICE inline float max_pool_at(const float* x, const Pool2DGeometry& g, int64_t oh,
+                                           int64_t ow, int32_t* argmax) {
+  return max_pool_over(x, g.in_w, pool_span(oh, g.in_h, g.kernel_h, g.stride_h, g.pad_h),
+                       pool_span(ow, g.in_w, g.kernel_w, g.stride_w, g.pad_w), argmax);
 }
 
 // The average over window (oh, ow) of one plane x: (in_h, in_w).

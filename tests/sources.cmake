@@ -1,7 +1,8 @@
 # The layers' include arrows run one way (blocks -> dist -> core -> kernels -> base).
 add_test(NAME layers.include_arrows_run_one_way COMMAND bash ${PROJECT_SOURCE_DIR}/scripts/check_layers.sh)
 # Test binaries. Each area owns one line.
-cairn_add_test(cpu_kernels_test kernels/cpu_kernels_test.cpp kernels/cpu_parallel_test.cpp)
+cairn_add_test(cpu_kernels_test kernels/cpu_kernels_test.cpp kernels/cpu_parallel_test.cpp
+               kernels/conv_products_test.cpp)
 cairn_add_test(core_test core/allocator_test.cpp core/tensor_test.cpp core/autograd_test.cpp core/streams_test.cpp
                core/host_memory_test.cpp)
 cairn_add_test(blocks_test blocks/blocks_test.cpp blocks/block_gradients_test.cpp blocks/conv_block_test.cpp
@@ -11,6 +12,11 @@ cairn_add_test(blocks_test blocks/blocks_test.cpp blocks/block_gradients_test.cp
 target_include_directories(blocks_test PRIVATE ${PROJECT_SOURCE_DIR}/samples)
 cairn_add_test(ops_test ops/ops_cpu_test.cpp ops/ops_gradient_test.cpp ops/ops_bad_input_test.cpp
                ops/conv_test.cpp ops/pool_test.cpp ops/dropout_test.cpp ops/norm_test.cpp)
+# The convolution tests once more on the OpenBLAS drivers, which the packed AVX-512 / AVX2 products
+# replace wherever the CPU has either (so nearly everywhere, CI included).
+add_test(NAME ops.conv_on_the_openblas_path COMMAND ops_test --gtest_filter=*Conv*)
+set_tests_properties(ops.conv_on_the_openblas_path PROPERTIES TIMEOUT 600
+  ENVIRONMENT "CAIRN_CPU_CONV_AVX512=0;CAIRN_CPU_CONV_AVX2=0")
 cairn_add_test(ops_gpu_test ops/ops_parity_test.cpp ops/dense_test.cpp ops/large_shapes_test.cpp
                ops/conv_parity_test.cpp ops/pool_parity_test.cpp ops/adamw_parity_test.cpp
                ops/norm_parity_test.cpp)

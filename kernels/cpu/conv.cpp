@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "cairn/base/error.h"
+#include "cairn/kernels/cpu/conv_avx2.h"
 #include "cairn/kernels/cpu/conv_avx512.h"
 #include "cairn/kernels/cpu/parallel.h"
 #include "cairn/kernels/gemm.h"
@@ -203,7 +204,7 @@ void add_channel_bias(float* y, const float* bias, int64_t images, int64_t k, in
 }
 
 
-// ---- The AVX-512 drivers (kernels/cpu/conv_avx512.h) ----
+// ---- The packed drivers (kernels/cpu/conv_avx512.h, conv_avx2.h) ----
 namespace {
 
 // The floats of column matrix one chunk may use: about 1 MB, so that im2col's output is still in
@@ -216,17 +217,33 @@ int64_t l2_chunk(const Conv2DGeometry& g, int64_t images) {
   return std::max<int64_t>(1, std::min(images, kColumnFloats / per_image));
 }
 
-// im2col, through conv_avx512's where it takes the geometry.
+// The packed products this CPU runs: AVX-512 where it has it, else AVX2 with FMA, else none
+// (the OpenBLAS drivers below). The two give the same bits.
+struct PackedKernels {
+  void (*im2col)(const Conv2DGeometry&, const float*, int64_t, float*);
+  void (*multiply)(const float*, int64_t, int64_t, const float*, int64_t, int64_t, const float*,
+                   float*);
+};
+const PackedKernels* packed_kernels() {
+  static const PackedKernels kAvx512{conv_avx512::im2col, conv_avx512::multiply};
+  static const PackedKernels kAvx2{nullptr, conv_avx2::multiply};  // im2col: the plain one
+  if (conv_avx512::available()) return &kAvx512;
+  if (conv_avx2::available()) return &kAvx2;
+  return nullptr;
+}
+
+// im2col, through the packed kernels' where the CPU has them and they take the geometry.
 void fast_im2col(const Conv2DGeometry& g, const float* x, int64_t images, float* col) {
-  if (g.stride_w == 1 && conv_avx512::available()) {
-    conv_avx512::im2col(g, x, images, col);
+  const PackedKernels* kernels = packed_kernels();
+  if (kernels != nullptr && kernels->im2col != nullptr && g.stride_w == 1) {
+    kernels->im2col(g, x, images, col);
   } else {
     im2col(g, x, images, col);
   }
 }
 
-void forward_avx512(const Conv2DGeometry& g, int64_t n, const float* x, const float* w,
-                    const float* bias, float* y) {
+void forward_packed(const PackedKernels& kernels, const Conv2DGeometry& g, int64_t n,
+                    const float* x, const float* w, const float* bias, float* y) {
   const int64_t k = g.filters, rows = g.col_rows(), pq = g.out_pixels();
   const int64_t blocks = (k + conv_avx512::kBlock - 1) / conv_avx512::kBlock;
   std::vector<float> packed(size_t(blocks * conv_avx512::kBlock * rows));
@@ -245,14 +262,13 @@ void forward_avx512(const Conv2DGeometry& g, int64_t n, const float* x, const fl
         fast_im2col(g, x_chunk, images, col);
         matrix = col;
       }
-      conv_avx512::multiply(packed.data(), k, rows, matrix, columns, pq, bias,
-                            y + first * k * pq);
+      kernels.multiply(packed.data(), k, rows, matrix, columns, pq, bias, y + first * k * pq);
     }
   });
 }
 
-void backward_data_avx512(const Conv2DGeometry& g, int64_t n, const float* dy, const float* w,
-                          float* dx) {
+void backward_data_packed(const PackedKernels& kernels, const Conv2DGeometry& g, int64_t n,
+                          const float* dy, const float* w, float* dx) {
   const int64_t k = g.filters, rows = g.col_rows(), pq = g.out_pixels();
   const int64_t blocks = (rows + conv_avx512::kBlock - 1) / conv_avx512::kBlock;
   std::vector<float> packed(size_t(blocks * conv_avx512::kBlock * k));
@@ -272,7 +288,7 @@ void backward_data_avx512(const Conv2DGeometry& g, int64_t n, const float* dy, c
         dy_matrix = dy_rows;
       }
       float* target = g.pointwise() ? dx_chunk : scratch(0, rows * columns);
-      conv_avx512::multiply(packed.data(), rows, k, dy_matrix, columns, 0, nullptr, target);
+      kernels.multiply(packed.data(), rows, k, dy_matrix, columns, 0, nullptr, target);
       if (!g.pointwise()) col2im(g, target, images, dx_chunk);
     }
   });
@@ -285,7 +301,9 @@ void backward_data_avx512(const Conv2DGeometry& g, int64_t n, const float* dy, c
 void conv2d_forward(const Conv2DGeometry& g, int64_t n, const float* x, const float* w,
                     const float* bias, float* y) {
   if (n == 0 || g.filters == 0 || g.out_pixels() == 0) return;
-  if (g.groups == 1 && conv_avx512::available()) return forward_avx512(g, n, x, w, bias, y);
+  if (const PackedKernels* kernels = packed_kernels(); kernels != nullptr && g.groups == 1) {
+    return forward_packed(*kernels, g, n, x, w, bias, y);
+  }
   const int64_t kg = g.filters / g.groups, rows_g = g.col_rows() / g.groups, pq = g.out_pixels();
   const int parts = image_parts(n);
   parallel_blas_parts(parts, [&](int part) {
@@ -319,7 +337,9 @@ void conv2d_forward(const Conv2DGeometry& g, int64_t n, const float* x, const fl
 void conv2d_backward_data(const Conv2DGeometry& g, int64_t n, const float* dy, const float* w,
                           float* dx) {
   if (n == 0 || g.channels == 0 || g.in_pixels() == 0) return;
-  if (g.groups == 1 && conv_avx512::available()) return backward_data_avx512(g, n, dy, w, dx);
+  if (const PackedKernels* kernels = packed_kernels(); kernels != nullptr && g.groups == 1) {
+    return backward_data_packed(*kernels, g, n, dy, w, dx);
+  }
   const int64_t kg = g.filters / g.groups, rows_g = g.col_rows() / g.groups, pq = g.out_pixels();
   const int parts = image_parts(n);
   parallel_blas_parts(parts, [&](int part) {

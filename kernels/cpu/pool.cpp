@@ -82,11 +82,16 @@ struct ColumnCover {
 
 void max_pool2d_forward(const float* x, const Pool2DGeometry& g, float* y, int32_t* argmax) {
   check_pool2d_geometry("cpu::max_pool2d_forward", g);
+  std::vector<PoolSpan> columns(size_t(g.out_w));
+  for (int64_t ow = 0; ow < g.out_w; ++ow) {
+    columns[size_t(ow)] = pool_span(ow, g.in_w, g.kernel_w, g.stride_w, g.pad_w);
+  }
   for_rows(g.planes, g.out_h, g.out_w * g.kernel_h * g.kernel_w, [&](int64_t p, int64_t oh) {
     const float* plane = x + p * g.in_h * g.in_w;
     const int64_t row = (p * g.out_h + oh) * g.out_w;
+    const PoolSpan hs = pool_span(oh, g.in_h, g.kernel_h, g.stride_h, g.pad_h);
     for (int64_t ow = 0; ow < g.out_w; ++ow) {
-      y[row + ow] = max_pool_at(plane, g, oh, ow, &argmax[row + ow]);
+      y[row + ow] = max_pool_over(plane, g.in_w, hs, columns[size_t(ow)], &argmax[row + ow]);
     }
   });
 }

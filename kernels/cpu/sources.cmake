@@ -12,6 +12,7 @@ set(CAIRN_KERNELS_CPU_SOURCES
   kernels/cpu/optimizer.cpp
   kernels/cpu/loss.cpp
   kernels/cpu/conv.cpp
+  kernels/cpu/conv_avx2.cpp
   kernels/cpu/conv_avx512.cpp
   kernels/cpu/pool.cpp
   kernels/cpu/dropout.cpp
