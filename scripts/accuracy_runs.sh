@@ -4,7 +4,7 @@
 # decay of the learning rate. CAIRN_SCHEDULES="cosine constant" also measures the book's constant
 # rate; CAIRN_SEEDS="0 1" picks other seeds. Extra arguments go to every run (e.g. --device cpu).
 # CAIRN_MODEL=lenet or resnet trains the sample's convolutional networks instead, with AdamW (lenet:
-# lr 0.002, weight decay 0.01; resnet: lr 0.001, weight decay 0.05) and seeds 0-4 (lenet) or 0-2
+# lr 0.002, weight decay 0.01; resnet: lr 0.002, weight decay 0.05) and seeds 0-4 (lenet) or 0-2
 # (resnet) unless CAIRN_SEEDS says.
 # Prints one line per run: final and best test accuracy, the best epoch, mean samples per second.
 set -euo pipefail
@@ -21,7 +21,8 @@ elif [[ $model == lenet ]]; then
   optimizers=("adamw --lr 0.002 --weight-decay 0.01")
   seeds=${CAIRN_SEEDS:-0 1 2 3 4}
 else
-  optimizers=("adamw --lr 0.001 --weight-decay 0.05")
+  # lr 0.001 ended seed 2 at 0.9174 (seeds 0 and 1: 0.9266, 0.9235), its train accuracy at 0.973.
+  optimizers=("adamw --lr 0.002 --weight-decay 0.05")
   seeds=${CAIRN_SEEDS:-0 1 2}
 fi
 printf "%-7s %-9s %-9s %4s %14s %14s %10s %12s\n" model optimizer schedule seed "final test acc" \
