@@ -210,17 +210,19 @@ Options parse(int argc, char** argv) {
         [&](const std::string& flag, const std::string& text) {
           options.model = parse_choice(flag, text, fashion_models::names());
         });
-  value("--optimizer", "NAME", "sgd, adam or adamw (default sgd)",
+  value("--optimizer", "NAME", "sgd, adam or adamw (default sgd; adamw for lenet and resnet)",
         [&](const std::string& flag, const std::string& text) {
           options.optimizer = parse_choice(flag, text, {"sgd", "adam", "adamw"});
         });
-  value("--lr", "X", "learning rate, > 0 (default 0.1 for sgd, 0.001 for adam and adamw)",
+  value("--lr", "X",
+        "learning rate, > 0 (default 0.1 for sgd, 0.001 for adam and adamw; 0.002 for adamw on "
+        "lenet and resnet)",
         [&](const std::string& flag, const std::string& text) {
           options.learning_rate = parse_positive_float(flag, text);
         });
   value("--weight-decay", "X",
         "weight decay, >= 0: L2 in the gradient for sgd and adam, decoupled for adamw "
-        "(default 0, and 0.01 for adamw)",
+        "(default 0, and 0.01 for adamw; 0.05 for adamw on resnet)",
         [&](const std::string& flag, const std::string& text) {
           options.weight_decay = parse_nonnegative_float(flag, text);
         });
@@ -640,6 +642,16 @@ int run(Options options) {
   if (!options.resume.empty()) {
     resume_metadata = load_safetensors(options.resume).metadata;
     resumed = resolve_resume(options, resume_metadata, comm ? comm->size() : 1);
+  }
+  // The convolutional networks' recipe (docs/training.md's table) for what a new run leaves out:
+  // AdamW at lr 0.002, weight decay 0.01 (LeNet) or 0.05 (the ResNet). A resumed run has taken
+  // these from its checkpoint already.
+  if (options.resume.empty() && options.model != "mlp") {
+    if (options.given.count("--optimizer") == 0) options.optimizer = "adamw";
+    if (options.optimizer == "adamw") {
+      if (options.learning_rate < 0) options.learning_rate = 0.002f;
+      if (options.weight_decay < 0) options.weight_decay = options.model == "lenet" ? 0.01f : 0.05f;
+    }
   }
   if (options.learning_rate < 0) options.learning_rate = options.optimizer == "sgd" ? 0.1f : 1e-3f;
   if (options.weight_decay < 0) options.weight_decay = options.optimizer == "adamw" ? 0.01f : 0.0f;

@@ -184,6 +184,13 @@ for model in lenet resnet; do
     "$model 1 of 2 epochs, resumed"
 done
 
+# A convolutional network's new run takes its recipe (AdamW at lr 0.002) where the command line
+# leaves it out; an optimizer given is kept, with its own default rate.
+expect 0 "learning rate: cosine from 0.002 to 0" --data "$work/data" --out "$work/recipe" \
+  --device cpu --batch-size 4 --model lenet --epochs 1
+expect 0 "learning rate: cosine from 0.1 to 0" --data "$work/data" --out "$work/recipe" \
+  --device cpu --batch-size 4 --model lenet --epochs 1 --optimizer sgd
+
 # Every setting that changes what training computes, given with another value: refused.
 two_of_four="$work/cosine2of4.safetensors"
 base=(--data "$work/data" --out "$work/run" --device cpu)
