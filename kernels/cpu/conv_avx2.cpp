@@ -88,6 +88,20 @@ inline void store_nchw(__m256 v, float* c, int64_t m, int64_t row, int64_t pq, i
   }
 }
 
+// acc[j] += ap[j] * (b0, b1, b2) for the tile's rows, one fused multiply-add each. Always
+// inlined, so that the accumulators stay in registers.
+__attribute__((always_inline)) inline void add_products(__m256 (&acc)[kRows][kVectors],
+                                                        const float* ap, __m256 b0, __m256 b1,
+                                                        __m256 b2) {
+#pragma GCC unroll 4
+  for (int j = 0; j < kRows; ++j) {
+    const __m256 w = _mm256_broadcast_ss(ap + j);
+    acc[j][0] = _mm256_fmadd_ps(w, b0, acc[j][0]);
+    acc[j][1] = _mm256_fmadd_ps(w, b1, acc[j][1]);
+    acc[j][2] = _mm256_fmadd_ps(w, b2, acc[j][2]);
+  }
+}
+
 // Rows [block * 8 + half * 4, +4) and columns [column, column + valid), valid <= kTile. The sum
 // of each output is the bias (or 0), then one fused multiply-add per inner index, ascending: the
 // AVX-512 kernel's order, so both give the same bits.
@@ -110,26 +124,14 @@ inline void tile(const float* a, int64_t m, int64_t block, int half, int64_t inn
     for (int64_t i = 0; i < inner; ++i, bp += columns, ap += kBlock) {
       const __m256 b0 = _mm256_loadu_ps(bp), b1 = _mm256_loadu_ps(bp + 8),
                    b2 = _mm256_loadu_ps(bp + 16);
-#pragma GCC unroll 4
-      for (int j = 0; j < kRows; ++j) {
-        const __m256 w = _mm256_broadcast_ss(ap + j);
-        acc[j][0] = _mm256_fmadd_ps(w, b0, acc[j][0]);
-        acc[j][1] = _mm256_fmadd_ps(w, b1, acc[j][1]);
-        acc[j][2] = _mm256_fmadd_ps(w, b2, acc[j][2]);
-      }
+      add_products(acc, ap, b0, b1, b2);
     }
   } else {
     const __m256i m0 = lanes(valid), m1 = lanes(valid - 8), m2 = lanes(valid - 16);
     for (int64_t i = 0; i < inner; ++i, bp += columns, ap += kBlock) {
       const __m256 b0 = _mm256_maskload_ps(bp, m0), b1 = _mm256_maskload_ps(shifted(bp, 8), m1),
                    b2 = _mm256_maskload_ps(shifted(bp, 16), m2);
-#pragma GCC unroll 4
-      for (int j = 0; j < kRows; ++j) {
-        const __m256 w = _mm256_broadcast_ss(ap + j);
-        acc[j][0] = _mm256_fmadd_ps(w, b0, acc[j][0]);
-        acc[j][1] = _mm256_fmadd_ps(w, b1, acc[j][1]);
-        acc[j][2] = _mm256_fmadd_ps(w, b2, acc[j][2]);
-      }
+      add_products(acc, ap, b0, b1, b2);
     }
   }
 #pragma GCC unroll 4

@@ -7,7 +7,6 @@
 
 #include <cstdint>
 
-#include "cairn/kernels/conv_math.h"
 #include "cairn/kernels/cpu/conv_avx512.h"
 
 namespace cairn::kernels::cpu::conv_avx2 {
